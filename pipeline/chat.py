@@ -1,0 +1,127 @@
+"""Streaming chat: history trimmed to a token budget, generation in a thread that can be stopped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Iterator
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+
+class StopOnEvent(StoppingCriteria):
+    """Ends generate() at the next token once the event is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+class ChatStream:
+    """An iterator of reply text pieces from a generation running in its own thread.
+
+    Stop it with cancel() (returns at once) or close() (also waits for the thread); dropping the
+    stream or leaving a `with` block closes it. After it ends: text, finish_reason ("stop" at the
+    end-of-turn token, "length" at the token limit, "cancelled"), new_tokens, first_token_ms and
+    latency_ms.
+    """
+
+    def __init__(self, run: Callable[[TextIteratorStreamer, StopOnEvent], torch.Tensor], tokenizer,
+                 prompt_len: int, eos_ids: set[int], on_done: Callable[["ChatStream"], None]):
+        self._cancel = threading.Event()
+        self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self._prompt_len = prompt_len
+        self._eos_ids = eos_ids
+        self._on_done = on_done
+        self._error: BaseException | None = None
+        self._pieces: list[str] = []
+        self._started = time.perf_counter()
+        self.first_token_ms: float | None = None
+        self.latency_ms: float | None = None
+        self.new_tokens = 0
+        self.finish_reason: str | None = None
+        self._thread = threading.Thread(target=self._generate, args=(run,), name="chat-generate", daemon=True)
+        self._thread.start()
+
+    def _generate(self, run) -> None:
+        try:
+            sequences = run(self._streamer, StopOnEvent(self._cancel))
+            generated = sequences[0, self._prompt_len:].tolist()
+            self.new_tokens = len(generated)
+            if self._cancel.is_set():
+                self.finish_reason = "cancelled"
+            elif generated and generated[-1] in self._eos_ids:
+                self.finish_reason = "stop"
+            else:
+                self.finish_reason = "length"
+        except BaseException as exc:  # handed to the reader, which re-raises it
+            self._error = exc
+            self.finish_reason = "error"
+            self._streamer.end()
+        finally:
+            self.latency_ms = (time.perf_counter() - self._started) * 1000
+            self._on_done(self)
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        for piece in self._streamer:
+            if not piece:
+                continue
+            if self.first_token_ms is None:
+                self.first_token_ms = (time.perf_counter() - self._started) * 1000
+            self._pieces.append(piece)
+            return piece
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        raise StopIteration
+
+    @property
+    def text(self) -> str:
+        """The reply so far."""
+        return "".join(self._pieces)
+
+    @property
+    def running(self) -> bool:
+        """Whether the generation thread is still working."""
+        return self._thread.is_alive()
+
+    def cancel(self) -> None:
+        """Ask generation to stop at its next token; returns at once."""
+        self._cancel.set()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop generation and wait for its thread to end (timeout in seconds, None: as long as it takes)."""
+        self._cancel.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "ChatStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A reader that disconnects just drops the stream: don't leave the CPU generating for nobody.
+        self._cancel.set()
+
+
+def trim_history(history_lens: list[int], message_len: int, budget: int) -> int:
+    """How many of the oldest history messages to drop so history + message fits in budget.
+
+    Drops oldest-first: the index returned is the first message kept.
+    """
+    total = message_len
+    keep_from = len(history_lens)
+    for i in range(len(history_lens) - 1, -1, -1):
+        if total + history_lens[i] > budget:
+            break
+        total += history_lens[i]
+        keep_from = i
+    return keep_from

@@ -1,0 +1,1 @@
+"""Benchmarks and accuracy evaluation (run as `python -m bench.<name>`); not timed tests."""

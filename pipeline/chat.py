@@ -20,65 +20,71 @@ class StopOnEvent(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
-class ChatStream:
-    """An iterator of reply text pieces from a generation running in its own thread.
+class _Generation:
+    """One generate() call in its own thread; holds no reference to the reader's ChatStream."""
 
-    Stop it with cancel() (returns at once) or close() (also waits for the thread); dropping the
-    stream or leaving a `with` block closes it. After it ends: text, finish_reason ("stop" at the
-    end-of-turn token, "length" at the token limit, "cancelled"), new_tokens, first_token_ms and
-    latency_ms.
-    """
-
-    def __init__(self, run: Callable[[TextIteratorStreamer, StopOnEvent], torch.Tensor], tokenizer,
-                 prompt_len: int, eos_ids: set[int], on_done: Callable[["ChatStream"], None]):
-        self._cancel = threading.Event()
-        self._streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._prompt_len = prompt_len
-        self._eos_ids = eos_ids
-        self._on_done = on_done
-        self._error: BaseException | None = None
-        self._pieces: list[str] = []
-        self._started = time.perf_counter()
-        self.first_token_ms: float | None = None
-        self.latency_ms: float | None = None
+    def __init__(self, run, tokenizer, prompt_len: int, eos_ids: set[int], on_done):
+        self.cancel = threading.Event()
+        self.streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.started = time.perf_counter()
+        self.error: BaseException | None = None
         self.new_tokens = 0
         self.finish_reason: str | None = None
-        self._thread = threading.Thread(target=self._generate, args=(run,), name="chat-generate", daemon=True)
-        self._thread.start()
+        self.latency_ms: float | None = None
+        self._prompt_len, self._eos_ids, self._on_done = prompt_len, eos_ids, on_done
+        self.thread = threading.Thread(target=self._run, args=(run,), name="chat-generate", daemon=True)
+        self.thread.start()
 
-    def _generate(self, run) -> None:
+    def _run(self, run) -> None:
         try:
-            sequences = run(self._streamer, StopOnEvent(self._cancel))
+            sequences = run(self.streamer, StopOnEvent(self.cancel))
             generated = sequences[0, self._prompt_len:].tolist()
             self.new_tokens = len(generated)
-            if self._cancel.is_set():
+            if self.cancel.is_set():
                 self.finish_reason = "cancelled"
             elif generated and generated[-1] in self._eos_ids:
                 self.finish_reason = "stop"
             else:
                 self.finish_reason = "length"
         except BaseException as exc:  # handed to the reader, which re-raises it
-            self._error = exc
+            self.error = exc
             self.finish_reason = "error"
-            self._streamer.end()
+            self.streamer.end()
         finally:
-            self.latency_ms = (time.perf_counter() - self._started) * 1000
+            self.latency_ms = (time.perf_counter() - self.started) * 1000
             self._on_done(self)
+
+
+class ChatStream:
+    """An iterator of reply text pieces from a generation running in its own thread.
+
+    Stop it with cancel() (returns at once) or close() (also waits for the thread); leaving a
+    `with` block closes it, and dropping the stream cancels it. After it ends: text, finish_reason
+    ("stop" at the end-of-turn token, "length" at the token limit, "cancelled", "error"),
+    new_tokens, first_token_ms and latency_ms.
+    """
+
+    def __init__(self, run: Callable[[TextIteratorStreamer, StopOnEvent], torch.Tensor], tokenizer,
+                 prompt_len: int, eos_ids: set[int], on_done: Callable[[_Generation], None]):
+        self._generation = _Generation(run, tokenizer, prompt_len, eos_ids, on_done)
+        self._pieces: list[str] = []
+        self.first_token_ms: float | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        for piece in self._streamer:
+        generation = self._generation
+        for piece in generation.streamer:
             if not piece:
                 continue
             if self.first_token_ms is None:
-                self.first_token_ms = (time.perf_counter() - self._started) * 1000
+                self.first_token_ms = (time.perf_counter() - generation.started) * 1000
             self._pieces.append(piece)
             return piece
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        generation.thread.join()
+        if generation.error is not None:
+            raise generation.error
         raise StopIteration
 
     @property
@@ -89,17 +95,28 @@ class ChatStream:
     @property
     def running(self) -> bool:
         """Whether the generation thread is still working."""
-        return self._thread.is_alive()
+        return self._generation.thread.is_alive()
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._generation.finish_reason
+
+    @property
+    def new_tokens(self) -> int:
+        return self._generation.new_tokens
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self._generation.latency_ms
 
     def cancel(self) -> None:
         """Ask generation to stop at its next token; returns at once."""
-        self._cancel.set()
+        self._generation.cancel.set()
 
     def close(self, timeout: float | None = None) -> None:
         """Stop generation and wait for its thread to end (timeout in seconds, None: as long as it takes)."""
-        self._cancel.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        self._generation.cancel.set()
+        self._generation.thread.join(timeout)
 
     def __enter__(self) -> "ChatStream":
         return self
@@ -109,7 +126,7 @@ class ChatStream:
 
     def __del__(self) -> None:
         # A reader that disconnects just drops the stream: don't leave the CPU generating for nobody.
-        self._cancel.set()
+        self._generation.cancel.set()
 
 
 def trim_history(history_lens: list[int], message_len: int, budget: int) -> int:

@@ -192,7 +192,7 @@ class Engine:
             self.generations_started += 1
         return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done)
 
-    def _generation_done(self, stream: ChatStream) -> None:
+    def _generation_done(self, stream) -> None:
         with self._counter_lock:
             self.active_generations -= 1
             self.generations_finished += 1

@@ -30,15 +30,18 @@ class SentimentScorer:
     each request, so a request costs the user's tokens plus the few template tokens after them.
     """
 
-    def __init__(self, model, tokenizer, system_prompt: str, labels: Sequence[str] = LABELS):
+    def __init__(self, model, tokenizer, system_prompt: str, examples: Sequence[tuple[str, str]] = (),
+                 labels: Sequence[str] = LABELS):
         self.model = model
         self.labels = tuple(labels)
-        pieces = encode_pieces(
-            tokenizer, [{"role": "system", "content": system_prompt}, {"role": "user", "content": ""}],
-            add_generation_prompt=True)
-        # pieces: [template, system prompt, template, user text (empty here), template]
-        self.prefix_ids = [i for piece in pieces[:3] for i in piece]
-        self.suffix_ids = pieces[4]
+        messages = [{"role": "system", "content": system_prompt}]
+        for text, label in examples:  # few-shot turns live in the cached prefix: free per request
+            messages += [{"role": "user", "content": text}, {"role": "assistant", "content": label}]
+        messages.append({"role": "user", "content": ""})
+        pieces = encode_pieces(tokenizer, messages, add_generation_prompt=True)
+        # pieces: [template, content, template, content, ..., user text (empty here), template]
+        self.prefix_ids = [i for piece in pieces[:-2] for i in piece]
+        self.suffix_ids = pieces[-1]
         self.label_token_ids = [label_token_id(tokenizer, label) for label in self.labels]
         if len(set(self.label_token_ids)) != len(self.labels):
             raise WeightsNotFoundError(

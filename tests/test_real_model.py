@@ -1,0 +1,47 @@
+"""The engine on real trained weights (REAL_MODEL_DIR, e.g. from ../shared/tools/get-real-model)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import pipeline
+
+pytestmark = pytest.mark.real_model
+
+CLEAR_CASES = [
+    ("这家酒店的服务太差了，房间又脏又吵，再也不来了。", "负面"),
+    ("质量很差，用了两天就坏了，非常失望。", "负面"),
+    ("客服态度恶劣，退货拖了一个月，垃圾商家。", "负面"),
+    ("物流很快，包装完好，东西质量很好，非常满意！", "正面"),
+    ("这本书写得太精彩了，强烈推荐给大家。", "正面"),
+    ("房间干净整洁，前台服务热情周到，下次还会再来。", "正面"),
+]
+
+
+@pytest.fixture(scope="module")
+def real_engine(real_model_dir):
+    return pipeline.load_engine(real_model_dir, chat_max_new_tokens=96)
+
+
+@pytest.mark.parametrize("text, label", CLEAR_CASES)
+def test_clear_sentences_classify_right(real_engine, text, label):
+    result = real_engine.classify(text)
+    assert result.label == label, result
+    assert result.confidence > 0.5
+
+
+def test_chat_answers_in_chinese_and_ends_at_end_of_turn(real_engine):
+    stream = real_engine.chat([], "你好，请用一句话介绍一下北京。")
+    text = "".join(stream)
+    assert re.search(r"[\u4e00-\u9fff]", text), text
+    assert stream.finish_reason == "stop", (stream.finish_reason, text)
+    assert "<|im_end|>" not in text and "<|im_start|>" not in text
+
+
+def test_multi_turn_chat_uses_history(real_engine):
+    history = [{"role": "user", "content": "我叫小明，请记住我的名字。"},
+               {"role": "assistant", "content": "好的，小明，我记住了。"}]
+    text = "".join(real_engine.chat(history, "我叫什么名字？"))
+    assert "小明" in text, text

@@ -182,6 +182,9 @@ class Engine:
 
         def run(streamer, stop):
             with self._lock:
+                if stop.event.is_set():  # cancelled while waiting for the model: skip the prefill too
+                    streamer.end()
+                    return input_ids
                 with torch.inference_mode():
                     return self.model.generate(
                         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),

@@ -344,3 +344,11 @@ def test_loads_bf16_checkpoint_as_fp32(tiny_model_dir, tmp_path):
     engine = pipeline.load_engine(bf16, threads=1)
     assert engine.model.dtype == torch.float32
     assert engine.classify("很好").label in LABELS
+
+
+def test_chat_cancelled_while_waiting_for_the_model_never_runs(tiny_engine):
+    with tiny_engine._lock:  # the model is busy with someone else
+        stream = tiny_engine.chat([], "你好")
+        stream.cancel()
+    assert list(stream) == []
+    assert stream.finish_reason == "cancelled" and stream.new_tokens == 0

@@ -1,0 +1,176 @@
+"""This machine's limits (FP32 matmul throughput, memory read bandwidth) and the model's cost per token.
+
+    python -m bench.machine [--model-dir DIR | --shape qwen1.5-0.5b]
+
+The limits are measured with the same torch and threads as the benchmarks, in the same process, so a
+floor or ceiling is comparable to the figure next to it.
+
+What is counted (see `ModelCost`):
+- FLOPs of a forward over T new tokens after P cached ones: 2 x (weights of the 24 layers' linear
+  projections, biases included) per token, plus attention scores and values (4 x query width x keys
+  attended, per layer per token), plus the lm_head (2 x hidden x vocab) only for the positions whose
+  logits are kept (1: the engine and generate() both use logits_to_keep=1). Norms, RoPE, softmax and
+  activations are left out (under 1%). The embedding is a lookup: no FLOPs.
+- Bytes read per decoded token: every weight except the input embedding (a lookup reads one row), in
+  FP32, lm_head included, plus the KV cache of the context (2 x layers x KV width x context x 4 bytes).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Parameter counts and per-token costs of one loaded model."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    params_total: int           # unique parameters
+    params_embedding: int
+    params_lm_head: int         # 0 extra when tied (the embedding matrix is reused)
+    params_layers_linear: int   # q/k/v/o/gate/up/down weights and biases of all layers
+    params_other: int           # norms
+
+    @property
+    def weight_bytes_fp32(self) -> int:
+        return 4 * self.params_total
+
+    @property
+    def decode_weight_bytes(self) -> int:
+        """FP32 bytes of every weight read for one decoded token (all but the embedding lookup)."""
+        lm_head = self.vocab * self.hidden
+        return 4 * (self.params_layers_linear + self.params_other + lm_head)
+
+    def kv_bytes(self, context: int) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * context * 4
+
+    def decode_bytes(self, context: int) -> int:
+        return self.decode_weight_bytes + self.kv_bytes(context)
+
+    def forward_flops(self, new_tokens: int, past: int = 0, logits_kept: int = 1) -> float:
+        """FLOPs of one forward over new_tokens after past cached tokens (see the module's doc)."""
+        t, p = new_tokens, past
+        linear = 2.0 * self.params_layers_linear * t
+        keys = t * p + t * (t + 1) / 2  # keys attended, summed over the new tokens (causal)
+        attention = 4.0 * self.layers * self.heads * self.head_dim * keys
+        lm_head = 2.0 * self.hidden * self.vocab * min(logits_kept, t)
+        return linear + attention + lm_head
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(weight_bytes_fp32=self.weight_bytes_fp32, decode_weight_bytes=self.decode_weight_bytes,
+                 kv_bytes_per_token=self.kv_bytes(1), flops_per_token_linear=2 * self.params_layers_linear)
+        return d
+
+
+def model_cost(model) -> ModelCost:
+    cfg = model.config
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    tied = head.data_ptr() == emb.data_ptr()
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    linear = other = 0
+    for name, p in model.model.layers.named_parameters():
+        if p.dim() == 2 or name.endswith(".bias"):
+            linear += p.numel()
+        else:
+            other += p.numel()
+    other += sum(p.numel() for p in model.model.norm.parameters())
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return ModelCost(
+        layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, intermediate=cfg.intermediate_size, heads=heads,
+        kv_heads=cfg.num_key_value_heads, head_dim=head_dim, vocab=emb.shape[0], tied=tied,
+        params_total=total, params_embedding=emb.numel(), params_lm_head=0 if tied else head.numel(),
+        params_layers_linear=linear, params_other=other)
+
+
+def _time(fn, min_seconds: float, max_reps: int) -> list[float]:
+    fn()  # warm-up
+    times, start = [], time.perf_counter()
+    while len(times) < max_reps and (len(times) < 3 or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_matmul(hidden: int, out_features: int, tokens=(1, 8, 16, 32, 64, 128, 256),
+                   min_seconds: float = 0.4, max_reps: int = 200) -> dict[str, Any]:
+    """FP32 GFLOP/s of x[T, hidden] @ W[out, hidden]^T (F.linear, as nn.Linear runs) for each T."""
+    torch.manual_seed(0)
+    w = torch.randn(out_features, hidden)
+    rows = []
+    with torch.inference_mode():
+        for t in tokens:
+            x = torch.randn(t, hidden)
+            times = _time(lambda: F.linear(x, w), min_seconds, max_reps)
+            flops = 2.0 * t * hidden * out_features
+            rows.append({"tokens": t, "best_gflops": flops / min(times) / 1e9,
+                         "median_gflops": flops / statistics.median(times) / 1e9, "reps": len(times)})
+    peak = max(r["best_gflops"] for r in rows)
+    return {"shape": f"[T x {hidden}] @ [{hidden} x {out_features}]", "by_tokens": rows, "peak_gflops": peak,
+            "threads": torch.get_num_threads()}
+
+
+def matmul_gflops_at(matmul: dict[str, Any], tokens: int, key: str = "best_gflops") -> float:
+    """Measured throughput at the nearest measured T (the larger one on ties)."""
+    rows = matmul["by_tokens"]
+    return min(rows, key=lambda r: (abs(r["tokens"] - tokens), -r["tokens"]))[key]
+
+
+def measure_bandwidth(gib: float = 1.5, reps: int = 6) -> dict[str, Any]:
+    """Memory read bandwidth: sum over a `gib` GiB FP32 tensor (far beyond any cache), best and median."""
+    n = int(gib * 2**30 / 4)
+    x = torch.ones(n, dtype=torch.float32)
+    try:
+        with torch.inference_mode():
+            times = _time(lambda: x.sum(), 0.0, reps)
+    finally:
+        del x
+        gc.collect()
+    nbytes = 4 * n
+    return {"bytes": nbytes, "best_gbs": nbytes / min(times) / 1e9,
+            "median_gbs": nbytes / statistics.median(times) / 1e9, "reps": len(times),
+            "threads": torch.get_num_threads()}
+
+
+def measure(model, bandwidth_gib: float = 1.5) -> dict[str, Any]:
+    """Matmul throughput on the model's MLP shape, and memory read bandwidth, measured now."""
+    cost = model_cost(model)
+    return {"matmul": measure_matmul(cost.hidden, cost.intermediate),
+            "bandwidth": measure_bandwidth(bandwidth_gib)}
+
+
+def main() -> None:
+    import json
+
+    from .common import base_parser, load, resolve_model_dir
+
+    args = base_parser(__doc__.splitlines()[0]).parse_args()
+    model_dir, _ = resolve_model_dir(args)
+    engine = load(model_dir, threads=args.threads)
+    cost = model_cost(engine.model)
+    print(json.dumps({"cost": cost.as_dict(), **measure(engine.model)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The two sentiment methods compared, timed the same way: text in, label out, wall-clock.
+
+- ours: `engine.classify(text)` (one forward over the user's tokens on the cached prompt prefix,
+  then the two labels' first-token logits compared).
+- seed: the usual way this is done: the cold-analyst system prompt and the text through the chat
+  template, `model.generate(max_new_tokens=5, do_sample=False)`, the new tokens decoded, and the label
+  read from the text ("正面" if it appears, else "负面" if it appears, else unparsed).
+
+Both run on the same loaded model, with the same torch threads, under torch.inference_mode; both are
+timed from the raw text to the label (tokenization and parsing included).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from pipeline import LABELS
+from pipeline.chat_format import encode_messages
+from pipeline.prompts import SEED_SYSTEM_PROMPT
+
+UNPARSED = "unparsed"
+
+
+@dataclass
+class Prediction:
+    label: str              # one of LABELS, or UNPARSED
+    ms: float               # wall-clock, text to label
+    tokens: int             # tokens the model ran over for this item (prompt; seed: plus generated)
+    confidence: float | None = None
+    output: str | None = None  # seed: the generated text
+    model_ms: float | None = None  # ours: the engine's own latency_ms (the forward only)
+
+
+def ours(engine, text: str) -> Prediction:
+    started = time.perf_counter()
+    result = engine.classify(text)
+    ms = (time.perf_counter() - started) * 1000
+    tokens = len(engine.encode_user_text(text)) + len(engine.sentiment.suffix_ids)
+    return Prediction(result.label, ms, tokens, confidence=result.confidence, model_ms=result.latency_ms)
+
+
+def seed_prompt_ids(engine, text: str) -> list[int]:
+    messages = [{"role": "system", "content": SEED_SYSTEM_PROMPT}, {"role": "user", "content": text}]
+    return encode_messages(engine.tokenizer, messages, add_generation_prompt=True)
+
+
+def parse_seed(output: str) -> str:
+    if LABELS[0] in output:
+        return LABELS[0]
+    if LABELS[1] in output:
+        return LABELS[1]
+    return UNPARSED
+
+
+def seed(engine, text: str, max_new_tokens: int = 5) -> Prediction:
+    started = time.perf_counter()
+    ids = seed_prompt_ids(engine, text)
+    input_ids = torch.tensor([ids])
+    with torch.inference_mode():
+        out = engine.model.generate(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+            do_sample=False, pad_token_id=engine.generation_config.pad_token_id,
+            eos_token_id=engine.generation_config.eos_token_id)
+    new = out[0, len(ids):]
+    output = engine.tokenizer.decode(new, skip_special_tokens=True)
+    label = parse_seed(output)
+    ms = (time.perf_counter() - started) * 1000
+    return Prediction(label, ms, len(ids) + len(new), output=output)
+
+
+METHODS = {"ours": ours, "seed": seed}

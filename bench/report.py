@@ -1,0 +1,337 @@
+"""The results table (into bench/README.md, between markers) and the plots, from bench/results/*.json.
+
+    python -m bench.report [--results bench/results] [--readme bench/README.md] [--stdout]
+
+Nothing here is typed by hand: every number in the table is read from a result file, and the file
+it came from is named under the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .common import BENCH_DIR, RESULTS_DIR
+
+START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+POS, NEG = "正面", "负面"
+
+
+def load_results(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            out.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _tag(r: dict[str, Any]) -> str:
+    return (r.get("provenance", {}).get("model") or {}).get("tag", "?")
+
+
+def _f(x, fmt="{:.1f}", none="—"):
+    return none if x is None else fmt.format(x)
+
+
+def _pct(x):
+    return _f(x, "{:.1%}")
+
+
+def _gib(x):
+    return _f(x / 2**30 if x is not None else None, "{:.2f} GiB")
+
+
+def _sentiment_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    m, rows = r["methods"], []
+    ours, seed = m.get("ours"), m.get("seed")
+    fl = r.get("floor", {})
+    n = r["split"]["items_run"]
+    random = "accuracy_meaningless" in r
+    lo = ours["latency_ms"] if ours else {}
+    ls = seed["latency_ms"] if seed else {}
+    rows.append([f"Sentiment latency, median ({n} held-out)", _f(lo.get("median"), "{:.0f} ms"), _f(ls.get("median"), "{:.0f} ms"),
+                 _f(fl.get("floor_ms", {}).get("median"), "{:.0f} ms"),
+                 _f(fl.get("ours_over_floor", {}).get("median"), "{:.2f}× floor") + "; seed/ours " +
+                 _f(r.get("speedup", {}).get("median"), "{:.2f}×"), name])
+    rows.append([f"Sentiment latency, p90 ({n})", _f(lo.get("p90"), "{:.0f} ms"), _f(ls.get("p90"), "{:.0f} ms"),
+                 _f(fl.get("floor_ms", {}).get("p90"), "{:.0f} ms"),
+                 "seed/ours " + _f(r.get("speedup", {}).get("p90"), "{:.2f}×"), name])
+    if not random:
+        mo = ours["metrics"] if ours else {}
+        ms = seed["metrics"] if seed else {}
+        rows.append([f"Accuracy, raw labels ({n})", _pct(mo.get("accuracy")), _pct(ms.get("accuracy")), "100%",
+                     f"seed unparsed: {ms.get('unparsed', '—')}", name])
+        for label, en in ((POS, "positive"), (NEG, "negative")):
+            rows.append([f"F1 {label} ({en})", _f(mo.get("per_class", {}).get(label, {}).get("f1"), "{:.3f}"),
+                         _f(ms.get("per_class", {}).get(label, {}).get("f1"), "{:.3f}"), "1.000", "", name])
+        rv = r.get("reviewed")
+        if rv and rv.get("agree_n"):
+            rows.append([f"Accuracy on hand-read items whose label I agree with ({rv['agree_n']} of {rv['items_read']} read)",
+                         _pct(rv["agree"].get("ours", {}).get("accuracy")), _pct(rv["agree"].get("seed", {}).get("accuracy")),
+                         "100%", "same items, raw: ours " + _pct(rv["raw_on_read_items"].get("ours")) + ", seed " +
+                         _pct(rv["raw_on_read_items"].get("seed")), name])
+    return rows
+
+
+def _confusion_md(r: dict[str, Any]) -> str:
+    lines = []
+    for m in ("ours", "seed"):
+        if m not in r["methods"]:
+            continue
+        c = r["methods"][m]["metrics"]["confusion"]
+        lines.append(f"{m}: gold 正面 → 正面 {c[POS][POS]}, 负面 {c[POS][NEG]}, unparsed {c[POS]['unparsed']}; "
+                     f"gold 负面 → 正面 {c[NEG][POS]}, 负面 {c[NEG][NEG]}, unparsed {c[NEG]['unparsed']}")
+    return "; ".join(lines)
+
+
+def _chat_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for t in r["by_turns"]:
+        c = t["ceiling"]
+        rows.append([f"Chat TTFT, {t['turns']} turn(s) of history ({t['prompt_tokens']} prompt tokens)",
+                     _f(t["ttft_ms"].get("median"), "{:.0f} ms"), _f(t["bare_prefill_ms"].get("median"), "{:.0f} ms (bare forward)"),
+                     _f(c["ttft_floor_ms"], "{:.0f} ms"),
+                     _f(t["ttft_ms"].get("median") / c["ttft_floor_ms"] if t["ttft_ms"].get("median") else None, "{:.2f}× floor"), name])
+        rows.append([f"Chat decode, {t['turns']} turn(s)", _f(t["decode_tps"].get("median"), "{:.2f} tok/s"),
+                     _f(t["bare_decode_tps"].get("median"), "{:.2f} tok/s (bare loop)"), _f(c["decode_tps"], "{:.2f} tok/s"),
+                     _pct(t.get("decode_fraction_of_ceiling")) + " of ceiling (bare " + _pct(t.get("bare_fraction_of_ceiling")) + ")", name])
+    return rows
+
+
+def _startup_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    wb = r["weight_bytes_fp32"]
+    return [
+        ["Start-up: process start → /healthz OK", _f(r["ready_s"].get("median"), "{:.1f} s"), "—",
+         _f(wb / (r["read_gbs"] * 1e9) if r.get("read_gbs") else None, "{:.1f} s"), f"{r['ready_s'].get('n')} start-ups; errors {r['errors']}", name],
+        ["Peak RSS while loading", _gib(r["peak_rss_loading"]), "—", _gib(wb) + " (FP32 weights)",
+         _f(r.get("peak_loading_over_weights"), "{:.2f}× weights"), name],
+        ["Peak RSS while serving", _gib(r["peak_rss_serving"]), "—", _gib(wb),
+         _f(r.get("peak_serving_over_weights"), "{:.2f}× weights"), name],
+    ]
+
+
+def _concurrency_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for lv in r["levels"]:
+        lim = lv.get("limit", {})
+        rows.append([f"/api/infer ({r['mode']}), {lv['clients']} client(s): throughput; p50 / p95; errors",
+                     f"{_f(lv['throughput_rps'], '{:.2f} req/s')}; {_f(lv['p50_ms'], '{:.0f}')} / {_f(lv['p95_ms'], '{:.0f} ms')}; {lv['errors']} errors",
+                     "—", f"{_f(lim.get('throughput_rps'), '{:.2f} req/s')}; p50 ≈ {_f(lim.get('p50_ms'), '{:.0f} ms')}; 0 errors",
+                     _f(lv.get("throughput_vs_single"), "{:.2f}× single-client throughput"), name])
+    return rows
+
+
+def _injection_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    if "accuracy_meaningless" in r:
+        return []
+    m = r["methods"]
+    o, s = m.get("ours", {}), m.get("seed", {})
+    n = o.get("attacked_items") or s.get("attacked_items")
+    return [[f"Injection: label holds ({n} attacked reviews, {len(r['attacks'])} attacks)", _pct(o.get("holds")), _pct(s.get("holds")), "100%",
+             f"negatives: ours {_pct(o.get('holds_by_class', {}).get(NEG))}, seed {_pct(s.get('holds_by_class', {}).get(NEG))}; "
+             f"among clean-correct: ours {_pct(o.get('holds_given_clean_correct'))}, seed {_pct(s.get('holds_given_clean_correct'))}", name]]
+
+
+def table(results: list[tuple[Path, dict[str, Any]]]) -> str:
+    by_model: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for path, r in results:
+        by_model.setdefault(_tag(r), []).append((path, r))
+    out = []
+    for tag in sorted(by_model, key=lambda t: (t.endswith("random"), t)):
+        items = by_model[tag]
+        model = (items[0][1].get("provenance", {}).get("model") or {})
+        kind = "real weights" if model.get("kind") == "real" else "random weights, exact config: cost only"
+        out.append(f"### {tag} ({kind})\n")
+        out.append("| Figure | Ours | Seed method | Limit | Ours vs limit | Source |")
+        out.append("|---|---|---|---|---|---|")
+        notes, commits = [], set()
+        order = {"sentiment": 0, "injection": 1, "chat": 2, "startup": 3, "concurrency": 4}
+        items = sorted(items, key=lambda pr: (order.get(pr[1].get("bench"), 9), -pr[1].get("split", {}).get("heldout_n", 0)))
+        for path, r in items:
+            name = path.name
+            b = r.get("bench")
+            rows = {"sentiment": _sentiment_rows, "chat": _chat_rows, "startup": _startup_rows,
+                    "concurrency": _concurrency_rows, "injection": _injection_rows}.get(b, lambda *_: [])(name, r)
+            for row in rows:
+                out.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
+            prov = r.get("provenance", {})
+            commits.add((prov.get("git_head") or "?")[:10] + (" (prompts " + (prov.get("prompts_commit") or "?")[:10] + ")"))
+            share = r.get("cpu_share")
+            if share:
+                notes.append(f"{name}: other processes used {share['others']:.0%} of the machine's CPU during the run")
+            if b == "sentiment" and "accuracy_meaningless" not in r:
+                notes.append(f"{name} confusion: " + _confusion_md(r))
+        out.append("")
+        out.append("Measured at commit(s): " + ", ".join(sorted(commits)) + ".")
+        for n in notes:
+            out.append(f"- {n}")
+        out.append("")
+    return "\n".join(out) if out else "(no results yet)"
+
+
+# -- plots ----------------------------------------------------------------------------------------
+
+def plots(results: list[tuple[Path, dict[str, Any]]], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+
+    def save(fig, name):
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+
+    by = {}
+    for path, r in results:
+        by.setdefault((r.get("bench"), _tag(r)), []).append((path, r))
+    for (bench, tag), items in sorted(by.items()):
+        if bench == "sentiment":
+            path, r = max(items, key=lambda pr: pr[1]["split"]["items_run"])
+            fig, ax = plt.subplots(figsize=(7, 4))
+            ours = [it["ours"]["ms"] for it in r["items"] if "ours" in it]
+            seed = [it["seed"]["ms"] for it in r["items"] if "seed" in it]
+            floor = [it["ours"]["floor_ms"] for it in r["items"] if "floor_ms" in it.get("ours", {})]
+            data, labels = [], []
+            for xs, lab in ((floor, "floor (FLOPs / peak matmul)"), (ours, "ours: classify"), (seed, "seed: generate(5)")):
+                if xs:
+                    data.append(xs)
+                    labels.append(lab)
+            ax.boxplot(data, orientation="horizontal", whis=(5, 95), showfliers=True, flierprops={"markersize": 2})
+            ax.set_yticks(range(1, len(labels) + 1), labels)
+            ax.set_xscale("log")
+            ax.set_xlabel("ms per review (log scale); whiskers p5-p95")
+            ax.set_title(f"Sentiment latency, {len(ours)} held-out reviews, {tag}")
+            save(fig, f"sentiment-latency-{tag}.png")
+            if "accuracy_meaningless" not in r:
+                _accuracy_plot(plt, save, r, by.get(("injection", tag)), tag)
+        elif bench == "chat":
+            path, r = items[-1]
+            rows = r["by_turns"]
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+            xs = list(range(len(rows)))
+            w = 0.27
+            a1.bar([x - w for x in xs], [t["decode_tps"].get("median") or 0 for t in rows], w, label="ours (engine.chat)")
+            a1.bar(xs, [t["bare_decode_tps"].get("median") or 0 for t in rows], w, label="bare forward loop")
+            a1.bar([x + w for x in xs], [t["ceiling"]["decode_tps"] for t in rows], w, label="ceiling: bandwidth / bytes")
+            a1.set_xticks(xs, [f"{t['turns']} turns\n{t['prompt_tokens']} tok" for t in rows])
+            a1.set_ylabel("decode tokens/s")
+            a1.legend(fontsize=8)
+            a1.set_title("Decode speed vs ceiling")
+            a2.bar([x - w / 2 for x in xs], [t["ttft_ms"].get("median") or 0 for t in rows], w, label="ours: time to first token")
+            a2.bar([x + w / 2 for x in xs], [t["ceiling"]["ttft_floor_ms"] for t in rows], w, label="floor: FLOPs / peak matmul")
+            a2.set_xticks(xs, [f"{t['turns']} turns" for t in rows])
+            a2.set_ylabel("ms")
+            a2.legend(fontsize=8)
+            a2.set_title("Time to first token vs floor")
+            fig.suptitle(f"Chat, {tag}")
+            save(fig, f"chat-{tag}.png")
+        elif bench == "concurrency":
+            for path, r in items:
+                lv = r["levels"]
+                fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+                cs = [x["clients"] for x in lv]
+                a1.plot(cs, [x["throughput_rps"] or 0 for x in lv], "o-", label="measured")
+                if lv and lv[0].get("limit"):
+                    a1.axhline(lv[0]["limit"]["throughput_rps"], ls="--", c="gray", label="single-client (limit)")
+                a1.set_xlabel("concurrent clients")
+                a1.set_ylabel("requests/s")
+                a1.legend(fontsize=8)
+                a2.plot(cs, [x["p50_ms"] or 0 for x in lv], "o-", label="p50")
+                a2.plot(cs, [x["p95_ms"] or 0 for x in lv], "s-", label="p95")
+                if lv and lv[0].get("limit"):
+                    a2.plot(cs, [x["limit"]["p50_ms"] for x in lv], "--", c="gray", label="c × single p50")
+                a2.set_xlabel("concurrent clients")
+                a2.set_ylabel("ms")
+                a2.legend(fontsize=8)
+                fig.suptitle(f"/api/infer ({r['mode']}), {tag}; errors: {r['errors']}")
+                save(fig, f"concurrency-{r['mode']}-{tag}.png")
+        elif bench == "startup":
+            path, r = items[-1]
+            fig, ax = plt.subplots(figsize=(7, 3.6))
+            for i, run in enumerate(r["runs"]):
+                tl = run["timeline"]
+                ax.plot([t for t, _ in tl], [b / 2**30 for _, b in tl], label=f"start-up {i + 1}")
+                ax.axvline(run["ready_s"], ls=":", c=f"C{i}")
+            ax.axhline(r["weight_bytes_fp32"] / 2**30, ls="--", c="gray", label="FP32 weight bytes")
+            ax.set_xlabel("s since process start (dotted: /healthz OK)")
+            ax.set_ylabel("RSS, GiB")
+            ax.legend(fontsize=8)
+            ax.set_title(f"Start-up memory, {tag}")
+            save(fig, f"startup-rss-{tag}.png")
+    return made
+
+
+def _accuracy_plot(plt, save, r, injection, tag):
+    groups, ours, seed = [], [], []
+    m = r["methods"]
+    groups.append(f"accuracy\n(raw, n={r['split']['items_run']})")
+    ours.append(m["ours"]["metrics"]["accuracy"])
+    seed.append(m.get("seed", {}).get("metrics", {}).get("accuracy") or 0)
+    for label, en in ((POS, "pos"), (NEG, "neg")):
+        groups.append(f"F1 {en}")
+        ours.append(m["ours"]["metrics"]["per_class"][label]["f1"])
+        seed.append(m.get("seed", {}).get("metrics", {}).get("per_class", {}).get(label, {}).get("f1") or 0)
+    rv = r.get("reviewed")
+    if rv and rv.get("agree_n"):
+        groups.append(f"accuracy\n(agreed, n={rv['agree_n']})")
+        ours.append(rv["agree"]["ours"]["accuracy"])
+        seed.append(rv["agree"].get("seed", {}).get("accuracy") or 0)
+    if injection:
+        inj = injection[-1][1]["methods"]
+        groups.append(f"injection\nlabel holds")
+        ours.append(inj.get("ours", {}).get("holds") or 0)
+        seed.append(inj.get("seed", {}).get("holds") or 0)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    xs = list(range(len(groups)))
+    w = 0.38
+    b1 = ax.bar([x - w / 2 for x in xs], ours, w, label="ours: classify")
+    b2 = ax.bar([x + w / 2 for x in xs], seed, w, label="seed: generate(5)")
+    for bars in (b1, b2):
+        for b in bars:
+            ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"{b.get_height():.2f}", ha="center", fontsize=7)
+    ax.set_xticks(xs, groups, fontsize=8)
+    ax.set_ylim(0, 1.08)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Sentiment quality, {tag}")
+    save(fig, f"accuracy-{tag}.png")
+
+
+def write_readme(readme: Path, text: str) -> None:
+    body = readme.read_text(encoding="utf-8") if readme.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
+    if START not in body or END not in body:
+        body = body.rstrip() + f"\n\n{START}\n{END}\n"
+    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{text}\n{END}", body, flags=re.S)
+    readme.write_text(new, encoding="utf-8")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=RESULTS_DIR)
+    p.add_argument("--readme", type=Path, default=BENCH_DIR / "README.md")
+    p.add_argument("--stdout", action="store_true", help="print the table instead of writing the README")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args()
+    results = load_results(args.results)
+    text = table(results)
+    if args.stdout:
+        print(text)
+    else:
+        write_readme(args.readme, text)
+        print(f"updated {args.readme}")
+    if not args.no_plots:
+        for path in plots(results, args.results):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

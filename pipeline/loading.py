@@ -12,9 +12,9 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 HOW_TO_GET_WEIGHTS = (
-    "Get weights with `python -m pipeline.weights` (downloads Qwen/Qwen1.5-0.5B-Chat and saves FP32), "
-    "or `python -m pipeline.weights --from-dir DIR` for a folder you already have; "
-    "or point MODEL_DIR / --model-dir at a Hugging Face model folder."
+    "Get weights with `python -m pipeline.weights` (downloads Qwen/Qwen1.5-0.5B-Chat into weights/ as FP32), "
+    "or `python -m pipeline.weights --from-dir DIR` to convert a folder you already have, with no network "
+    "(see weights/README.md); or point MODEL_DIR / --model-dir at a Hugging Face model folder."
 )
 _TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 

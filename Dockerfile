@@ -1,0 +1,82 @@
+# Qwen All-in-One: CPU-only image with FP32 weights baked in; serves on port 7860 as uid 1000, offline.
+#   docker compose up --build      or      docker build -t qwen-all-in-one . && docker run -p 7860:7860 qwen-all-in-one
+# Build args (all optional):
+#   BASE_IMAGE        Python 3.11 base image (default: the official slim image; any Debian-like image with python3 + venv)
+#   TORCH_INDEX_URL   where CPU torch comes from (default: PyTorch's CPU wheel index, never the CUDA build)
+#   TORCH_FIND_LINKS  a folder (mounted into the build) holding the torch +cpu wheel; used instead of TORCH_INDEX_URL
+#   PIP_CERT          CA bundle for pip inside the build (behind a TLS-inspecting proxy)
+#   MODEL_ID, MODEL_REVISION  the hub model the weights stage downloads when weights/MODEL_NAME/ is not in the context
+#   MODEL_NAME        folder under weights/ (default Qwen1.5-0.5B-Chat); taken from the build context when there
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG MODEL_NAME=Qwen1.5-0.5B-Chat
+
+# Stage 1: the Python dependencies in a venv, torch as the CPU build.
+FROM ${BASE_IMAGE} AS deps
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_FIND_LINKS=
+ARG PIP_CERT=
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY requirements.txt /tmp/requirements.txt
+# An empty PIP_CERT would reach pip as an empty CA path: drop it. `torch==X+cpu` never matches a CUDA wheel,
+# and the later `torch==X` pin in requirements.txt is already met by X+cpu.
+RUN set -eu; [ -n "$PIP_CERT" ] || unset PIP_CERT; \
+    python3 -m venv /opt/venv; \
+    torch_pin="$(grep -E '^torch==' /tmp/requirements.txt)+cpu"; \
+    if [ -n "$TORCH_FIND_LINKS" ]; then \
+      /opt/venv/bin/pip install "$torch_pin" --find-links "$TORCH_FIND_LINKS"; \
+    else \
+      /opt/venv/bin/pip install "$torch_pin" --index-url "$TORCH_INDEX_URL"; \
+    fi; \
+    /opt/venv/bin/pip install -r /tmp/requirements.txt; \
+    /opt/venv/bin/python -c "import torch; assert not torch.version.cuda, 'CUDA torch got in'; print('torch', torch.__version__)"
+
+# Stage 2: the weights as FP32 safetensors with a manifest, converted once here so start-up loads FP32 directly.
+# weights/MODEL_NAME/ from the build context when it is there (air-gapped builds), else downloaded from the hub.
+FROM deps AS weights
+ARG MODEL_ID=Qwen/Qwen1.5-0.5B-Chat
+ARG MODEL_REVISION=
+ARG MODEL_NAME
+WORKDIR /src
+# Only the tool's modules (and a bare package): editing the app must not invalidate this layer and
+# download the weights again.
+COPY pipeline/weights.py pipeline/loading.py pipeline/settings.py pipeline/prompts.py pipeline/errors.py pipeline/
+RUN touch pipeline/__init__.py
+# A bind mount rather than COPY: the context's weights (GBs) are read once, not stored in a layer.
+RUN --mount=type=bind,source=weights,target=/context-weights \
+    set -eu; \
+    if [ -d "/context-weights/$MODEL_NAME" ]; then \
+      /opt/venv/bin/python -m pipeline.weights --from-dir "/context-weights/$MODEL_NAME" --dest "/weights/$MODEL_NAME"; \
+    else \
+      /opt/venv/bin/python -m pipeline.weights "$MODEL_ID" ${MODEL_REVISION:+--revision "$MODEL_REVISION"} \
+        --dest "/weights/$MODEL_NAME"; \
+    fi; \
+    /opt/venv/bin/python -m pipeline.weights --verify "/weights/$MODEL_NAME"
+
+# Stage 3: the runtime. No compilers, no pip cache, no network needed; Hugging Face Spaces runs it as uid 1000.
+FROM ${BASE_IMAGE} AS runtime
+ARG MODEL_NAME
+RUN useradd --uid 1000 --create-home --home-dir /home/user --shell /bin/sh user
+ENV HOME=/home/user \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MODEL_DIR=/app/weights/${MODEL_NAME} \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    HF_HUB_DISABLE_TELEMETRY=1 \
+    GRADIO_ANALYTICS_ENABLED=False \
+    DO_NOT_TRACK=1 \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=weights /weights/${MODEL_NAME} /app/weights/${MODEL_NAME}
+WORKDIR /app
+COPY pipeline/ pipeline/
+# The app: demo.py and the top-level modules it imports (webapi.py, ...).
+COPY *.py ./
+USER 1000:1000
+EXPOSE 7860
+# Python, not curl: slim images have no curl. start-period covers loading the model.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GRADIO_SERVER_PORT', '7860'), timeout=4)"]
+CMD ["python", "demo.py"]

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Proves the image builds and then serves with no network at all, on a machine with no Docker engine:
+# builds the Dockerfile with buildah on a debootstrapped Debian bookworm base (Python 3.11), weights taken
+# from the build context, then runs the image's own CMD as uid 1000 inside the mounted image under
+# `unshare --net` and checks its HEALTHCHECK, /healthz and /api/infer on loopback.
+#   bash scripts/image-check.sh                          a tiny random model (pipeline.synthetic)
+#   IMAGE_CHECK_MODEL=DIR bash scripts/image-check.sh    a real model folder, hardlinked into weights/
+# Needs root; installs buildah, podman, debootstrap and iproute2 with apt-get when missing. Slow (first run
+# builds the base and installs torch); work files go to $WORK, never into the repo.
+# Env: WORK (/var/tmp/qwen-image-check), BASE_IMAGE (localhost/debpy:bookworm, made when missing), IMAGE,
+#      TORCH_WHEELS (host folder with the torch +cpu wheel, default /opt/wheels when it exists; empty: PyTorch's
+#      CPU index), PIP_CERT (host CA bundle for pip in the build), MIRROR (Debian mirror; default: apt's).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${WORK:-/var/tmp/qwen-image-check}
+BASE_IMAGE=${BASE_IMAGE:-localhost/debpy:bookworm}
+IMAGE=${IMAGE:-localhost/qwen-all-in-one:check}
+TORCH_WHEELS=${TORCH_WHEELS-$( [ -d /opt/wheels ] && echo /opt/wheels )}
+PIP_CERT=${PIP_CERT:-}
+log() { echo "== $*" >&2; }
+
+[ "$(id -u)" = 0 ] || { echo "image-check needs root (buildah, chroot, unshare)" >&2; exit 1; }
+missing=()
+for tool in buildah:buildah podman:podman debootstrap:debootstrap ip:iproute2 unshare:util-linux; do
+  command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+mkdir -p "$WORK"
+# This machine refuses the default container ulimits.
+printf '[containers]\ndefault_ulimits = []\n' > "$WORK/containers.conf"
+export CONTAINERS_CONF="$WORK/containers.conf"
+
+# 1. The base: Debian bookworm minbase with python3 (3.11) and venv, standing in for python:3.11-slim.
+if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
+  mirror=${MIRROR:-$(grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+    | grep -v security | head -n1 | tr -d ' ')}
+  mirror=${mirror:-http://deb.debian.org/debian}
+  log "debootstrapping $BASE_IMAGE from $mirror"
+  rm -rf "$WORK/rootfs"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$WORK/rootfs" "$mirror" \
+    > "$WORK/debootstrap.log"
+  tar -C "$WORK/rootfs" -cf "$WORK/base.tar" .
+  podman import "$WORK/base.tar" "$BASE_IMAGE" >/dev/null
+  rm -rf "$WORK/rootfs" "$WORK/base.tar"
+fi
+
+# 2. Weights in the build context: the given folder (hardlinked), else a tiny random model.
+if [ -n "${IMAGE_CHECK_MODEL:-}" ]; then
+  model_name=image-check-$(basename "$IMAGE_CHECK_MODEL")
+  rm -rf "weights/$model_name"
+  cp -al "$IMAGE_CHECK_MODEL" "weights/$model_name" 2>/dev/null || cp -a "$IMAGE_CHECK_MODEL" "weights/$model_name"
+else
+  model_name=image-check-tiny
+  rm -rf "weights/$model_name"
+  "${PYTHON:-.venv/bin/python}" -m pipeline.synthetic "weights/$model_name" --shape tiny >/dev/null
+fi
+trap 'rm -rf "weights/$model_name"' EXIT
+
+# 3. Build: the same Dockerfile as `docker build`, only the base, torch source and CA bundle differ.
+build=(buildah bud --isolation chroot --format docker --layers -f Dockerfile -t "$IMAGE"
+       --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg MODEL_NAME="$model_name")
+if [ -n "$TORCH_WHEELS" ]; then build+=(-v "$TORCH_WHEELS:/host-wheels:ro" --build-arg TORCH_FIND_LINKS=/host-wheels); fi
+if [ -n "$PIP_CERT" ]; then build+=(-v "$PIP_CERT:/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt); fi
+log "building $IMAGE with weights/$model_name"
+start=$(date +%s)
+"${build[@]}" . > "$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; log "build failed: $WORK/build.log"; exit 1; }
+log "built in $(( $(date +%s) - start )) s (log: $WORK/build.log)"
+size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
+log "image size: $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.2f GiB", b / 2^30 }'))"
+
+# 4. Run the image's CMD offline: mount its filesystem, chroot as uid 1000 in a network namespace with only lo.
+buildah inspect --type image "$IMAGE" > "$WORK/image.json"
+ctr=$(buildah from --pull=false "$IMAGE")
+trap 'buildah umount "$ctr" >/dev/null 2>&1; buildah rm "$ctr" >/dev/null 2>&1; rm -rf "weights/$model_name"' EXIT
+mnt=$(buildah mount "$ctr")
+log "running the image's CMD under unshare --net (rootfs $mnt)"
+# A private mount namespace too: the /proc, /sys and /dev a container runtime would give are mounted there
+# and vanish with it.
+unshare --net --mount -- python3 - "$mnt" "$WORK/image.json" <<'PY'
+"""Inside the empty network namespace: start the image's CMD, wait for healthy, call the API, report."""
+import json, os, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+
+mnt, image_json = sys.argv[1], sys.argv[2]
+config = json.load(open(image_json))["Docker"]["config"]
+env = dict(item.split("=", 1) for item in config["Env"])
+port = env.get("GRADIO_SERVER_PORT", "7860")
+base = f"http://127.0.0.1:{port}"
+
+def sh(*argv):
+    subprocess.run(argv, check=True)
+
+# What an OCI runtime mounts: proc, read-only sys, a small /dev with shm (multiprocessing locks need it).
+for d in ("proc", "sys", "dev"):
+    os.makedirs(f"{mnt}/{d}", exist_ok=True)
+sh("mount", "-t", "proc", "proc", f"{mnt}/proc")
+sh("mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{mnt}/sys")
+sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", f"{mnt}/dev")
+for dev in ("null", "zero", "full", "random", "urandom", "tty"):
+    open(f"{mnt}/dev/{dev}", "w").close()
+    sh("mount", "--bind", f"/dev/{dev}", f"{mnt}/dev/{dev}")
+os.makedirs(f"{mnt}/dev/shm")
+sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "shm", f"{mnt}/dev/shm")
+for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                     ("stderr", "/proc/self/fd/2")):
+    os.symlink(target, f"{mnt}/dev/{name}")
+# The /etc/hosts Docker writes into every container (Gradio's launch() calls itself on localhost).
+hosts = f"{mnt}/etc/hosts"
+open(hosts, "a").close()
+with open(f"{mnt}/dev/shm/hosts", "w") as f:
+    f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+sh("mount", "--bind", f"{mnt}/dev/shm/hosts", hosts)
+sh("ip", "link", "set", "lo", "up")
+links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+print("network interfaces:", ", ".join(line.split(":")[1].strip() for line in links.splitlines()))
+try:
+    socket.create_connection(("pypi.org", 443), timeout=5)
+    sys.exit("FAIL: the namespace can reach pypi.org; the check would prove nothing")
+except OSError as exc:
+    print(f"no network: connecting to pypi.org:443 fails ({exc})")
+
+user = config.get("User") or "0:0"
+# chroot applies none of the image's settings: user, env and working dir are set here from its config.
+def in_image(argv, **kw):
+    shell = ["/bin/sh", "-c", 'cd "$0" && exec "$@"', config.get("WorkingDir") or "/"]
+    return ["chroot", f"--userspec={user}", mnt, *shell, *argv]
+
+cmd = (config.get("Entrypoint") or []) + config["Cmd"]
+print(f"CMD {cmd} as {user} in {config.get('WorkingDir')}")
+t0 = time.monotonic()
+proc = subprocess.Popen(in_image(cmd), env=env)
+def get(path, data=None, timeout=10):
+    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read().decode()
+try:
+    while True:
+        if proc.poll() is not None:
+            sys.exit(f"FAIL: the app exited with {proc.returncode} before it was healthy")
+        if time.monotonic() - t0 > 900:
+            sys.exit("FAIL: not healthy after 900 s")
+        try:
+            status, body = get("/healthz", timeout=2)
+            if status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.25)
+    healthy_s = time.monotonic() - t0
+    print(f"healthy after {healthy_s:.1f} s: GET /healthz -> {status} {body}")
+    uid = [l for l in open(f"/proc/{proc.pid}/status") if l.startswith("Uid:")][0].split()[1]
+    print(f"serving process uid: {uid}")
+    check = config["Healthcheck"]["Test"]
+    hc = subprocess.run(in_image(check[1:]), env=env, capture_output=True, text=True, timeout=30)
+    print(f"image HEALTHCHECK ({check[0]} {check[1]} ...) exit code: {hc.returncode} {hc.stderr.strip()[-300:]}")
+    failures = [] if hc.returncode == 0 else ["HEALTHCHECK"]
+    for text, mode in (("这家店的菜很好吃，服务也很周到，下次还来！", "both"), ("质量太差了，用了两天就坏了。", "emotion"),
+                       ("你好，请用一句话介绍你自己。", "chat")):
+        t = time.monotonic()
+        payload = json.dumps({"text": text, "mode": mode}, ensure_ascii=False).encode()
+        try:
+            status, body = get("/api/infer", payload, timeout=600)
+        except urllib.error.HTTPError as exc:
+            status, body = exc.code, exc.read().decode()
+        print(f"POST /api/infer {mode}: {status} in {time.monotonic() - t:.1f} s: {body[:600]}")
+        if status != 200 or not body.strip().startswith("{"):
+            failures.append(f"/api/infer {mode}")
+    hwm = [l for l in open(f"/proc/{proc.pid}/status") if l.startswith(("VmHWM", "VmRSS"))]
+    print("serving process memory:", "; ".join(l.split(":")[0] + " " + " ".join(l.split()[1:]) for l in hwm))
+finally:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+if failures:
+    sys.exit(f"FAIL: {', '.join(failures)}")
+print(f"PASS: healthy {healthy_s:.1f} s after start with no network; /healthz and /api/infer answered")
+PY

@@ -95,7 +95,7 @@ class Settings:
             default = f.default
             if isinstance(default, Path):
                 default = os.path.relpath(default, PROJECT_ROOT)
-            rows.append((f.name, f.metadata["env"], "(see doc)" if default is None else str(default), f.metadata["doc"]))
+            rows.append((f.name, f.metadata["env"], "unset" if default is None else str(default), f.metadata["doc"]))
         return rows
 
 
@@ -141,3 +141,15 @@ def _cgroup_quota() -> float | None:
         return None if quota <= 0 else quota / period
     except (OSError, ValueError):
         return None
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table; the README carries exactly this (tests/test_readme.py checks)."""
+    lines = ["| setting | env var | default | meaning |", "|---|---|---|---|"]
+    for name, env, default, doc in Settings.describe():
+        if name.endswith("_prompt"):
+            default = "see `pipeline/prompts.py`"
+        else:
+            default = f"`{default}`"
+        lines.append(f"| `{name}` | `{env}` | {default} | {doc} |")
+    return "\n".join(lines)

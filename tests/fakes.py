@@ -79,10 +79,12 @@ class FakeEngine:
     model_name = "fake-model"
 
     def __init__(self, reply_pieces: list[str] | None = None, gate: threading.Event | None = None,
-                 max_input_chars: int = 1000):
+                 max_input_chars: int = 1000, classify_gate: threading.Event | None = None):
         self.calls: list[tuple[str, Any]] = []
         self.reply_pieces = reply_pieces
         self.gate = gate
+        self.classify_gate = classify_gate
+        self.classifying = threading.Event()
         self.max_input_chars = max_input_chars
         self.active_generations = 0
         self.generations_started = 0
@@ -95,9 +97,12 @@ class FakeEngine:
             raise UserInputError(f"{what} must be a string, not {type(text).__name__}")
         if not text.strip():
             raise UserInputError(f"{what} is empty: type something first")
+        return text
+
+    def encode_user_text(self, text: str) -> list[int]:
         if len(text) > self.max_input_chars:
             raise UserInputError(f"text is too long: {len(text)} characters; the limit is {self.max_input_chars}")
-        return text
+        return [ord(c) for c in text]
 
     def clean_history(self, history: Any) -> list[dict[str, str]]:
         if history is None:
@@ -116,8 +121,13 @@ class FakeEngine:
         return route(text, Mode(default))
 
     def classify(self, text: str) -> Sentiment:
+        """Label by keywords; with classify_gate, sets `classifying` and waits for the gate first."""
         text = self.clean_text(text)
+        self.encode_user_text(text)
         self.calls.append(("classify", text))
+        if self.classify_gate is not None:
+            self.classifying.set()
+            self.classify_gate.wait()
         negative = any(word in text for word in ("差", "坏", "失望", "糟"))
         label = LABELS[1] if negative else LABELS[0]
         other = LABELS[0] if negative else LABELS[1]
@@ -126,6 +136,7 @@ class FakeEngine:
     def chat(self, history: Any, message: str, max_new_tokens: int | None = None) -> FakeChatStream:
         history = self.clean_history(history)
         message = self.clean_text(message, "message")
+        self.encode_user_text(message)
         self.calls.append(("chat", (history, message)))
         pieces = self.reply_pieces if self.reply_pieces is not None else ["回复", "：", message]
         with self._lock:

@@ -1,0 +1,125 @@
+"""The page in headless Chromium (Debian's chromium, driven by Playwright): what a user sees and does."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.fakes import FakeEngine
+from tests.served import serve, wait_until
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+LABEL = re.compile(r"^(😄 正面|😞 负面) \d{1,3}%$")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium not found: `apt-get install -y chromium` (Debian) to run the browser tests")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.requested = []
+    page.on("request", lambda request: page.requested.append(request.url))
+    yield page
+    context.close()
+
+
+def open_app(page, app) -> None:
+    page.goto(app.local_url)
+    page.wait_for_selector("#msg textarea")
+
+
+def label(page) -> str:
+    return page.input_value("#sentiment textarea")
+
+
+def chat_text(page) -> str:
+    return page.inner_text("#chatbot")
+
+
+def test_a_message_gets_its_label_then_a_streamed_reply(page, tiny_engine):
+    """The real engine (tiny model) end to end; the screenshot goes to test-artifacts/."""
+    with serve(tiny_engine) as app:
+        open_app(page, app)
+        page.fill("#msg textarea", "今天的实验终于成功了，太开心了！")
+        page.press("#msg textarea", "Enter")
+        wait_until(lambda: LABEL.match(label(page)), what="the sentiment label")
+        page.wait_for_function("document.querySelector('#timing').innerText.includes('回复')")
+        assert page.input_value("#msg textarea") == ""
+        assert "今天的实验终于成功了，太开心了！" in chat_text(page)
+        assert "⏱" in chat_text(page)  # each answer shows its inference time
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
+        own = urlparse(app.local_url).netloc
+    hosts = {urlparse(url).netloc for url in page.requested if not url.startswith(("data:", "blob:"))}
+    assert hosts == {own}, f"the page asked other hosts: {hosts - {own}}"
+
+
+def test_the_reply_streams_and_stop_frees_the_engine(page):
+    """A held-open fake reply: the first piece shows before the rest exists; Stop cancels it in the engine."""
+    gate = threading.Event()
+    engine = FakeEngine(reply_pieces=["第一段，", "第二段。"], gate=gate)
+    with serve(engine) as app:
+        open_app(page, app)
+        page.fill("#msg textarea", "<b>不是粗体</b> 今天很开心")
+        page.click("#send")
+        wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('第一段，')")
+        assert "▌" in chat_text(page) and "第二段" not in chat_text(page)  # mid-stream
+        assert "<b>不是粗体</b>" in chat_text(page)  # the user's HTML is shown as text
+        assert page.locator("#chatbot b", has_text="不是粗体").count() == 0
+
+        page.click("#stop")
+        wait_until(lambda: engine.generations_cancelled == 1, what="the engine to cancel")
+        assert engine.active_generations == 0
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('（已停止）')")
+        assert "第二段" not in chat_text(page)
+
+        gate.set()  # the model is free again: the next message is answered in full
+        page.fill("#msg textarea", "再来一次")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('第二段。')")
+        page.click("#clear")
+        page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('再来一次')")
+        assert label(page) == ""
+
+
+def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
+    engine = FakeEngine()
+    with serve(engine) as app:
+        open_app(page, app)
+        page.click("#msg textarea")
+        page.keyboard.type("今天")
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Input.imeSetComposition", {"text": "hao", "selectionStart": 3, "selectionEnd": 3})
+        # Enter while the candidate window is open, as Chromium reports it: isComposing is true.
+        cdp.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": "Enter", "code": "Enter",
+                                            "windowsVirtualKeyCode": 13, "text": "\r"})
+        cdp.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": "Enter", "code": "Enter",
+                                            "windowsVirtualKeyCode": 13})
+        cdp.send("Input.insertText", {"text": "好"})
+        assert page.input_value("#msg textarea") == "今天好"
+        page.press("#msg textarea", "Enter")  # a plain Enter sends
+        wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
+        routed = [text for name, text in engine.calls if name == "route"]
+        assert routed == ["今天好"]  # one message, the whole one: the composing Enter sent nothing

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 
 from . import machine
-from .common import CpuShare, Deadline, base_parser, load, provenance, resolve_model_dir, result_path, summary, write_result
+from .common import CpuShare, Deadline, base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
 
 # A fixed conversation (no review data): eight user/assistant turns of everyday length.
 HISTORY = [
@@ -106,25 +106,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     engine = load(model_dir, threads=args.threads)
     prov = provenance(model, engine)
     cost = machine.model_cost(engine.model)
-    engine_run(engine, 1, 4)  # warm-up
-    bare_run(engine, 1, 4)
-    limits = machine.measure(engine.model, args.bandwidth_gib)
-    deadline, cpu = Deadline(args.time_budget), CpuShare()
+
+    def timed():
+        engine_run(engine, 1, 4)  # warm-up
+        bare_run(engine, 1, 4)
+        measured = [machine.measure(engine.model, args.bandwidth_gib)]
+        deadline, cpu = Deadline(args.time_budget), CpuShare()
+        levels = []
+        for turns in turns_list:
+            runs, bares = [], []
+            for rep in range(args.reps):
+                if deadline.expired:
+                    break
+                # alternate the order of the two paths so background load hits both alike
+                if rep % 2 == 0:
+                    runs.append(engine_run(engine, turns, args.max_new_tokens))
+                    bares.append(bare_run(engine, turns, args.bare_tokens))
+                else:
+                    bares.append(bare_run(engine, turns, args.bare_tokens))
+                    runs.append(engine_run(engine, turns, args.max_new_tokens))
+            if runs:
+                levels.append((turns, runs, bares))
+            measured.append(machine.measure(engine.model, args.bandwidth_gib))
+        return levels, measured, cpu.stop(), deadline.expired
+
+    levels, measured, cpu_share, truncated = in_worker_thread(timed)
+    limits = machine.best_of(*measured)
     by_turns = []
-    for turns in turns_list:
-        runs, bares = [], []
-        for rep in range(args.reps):
-            if deadline.expired:
-                break
-            # alternate the order of the two paths so background load hits both alike
-            if rep % 2 == 0:
-                runs.append(engine_run(engine, turns, args.max_new_tokens))
-                bares.append(bare_run(engine, turns, args.bare_tokens))
-            else:
-                bares.append(bare_run(engine, turns, args.bare_tokens))
-                runs.append(engine_run(engine, turns, args.max_new_tokens))
-        if not runs:
-            break
+    for turns, runs, bares in levels:
         prompt = runs[0]["prompt_tokens"]
         mid_context = prompt + args.max_new_tokens // 2
         bw = limits["bandwidth"]["best_gbs"] * 1e9
@@ -149,10 +158,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"(floor {row['ceiling']['ttft_floor_ms']:.0f}), decode {row['decode_tps'].get('median', float('nan')):.2f} tok/s "
               f"(bare {row['bare_decode_tps'].get('median', float('nan')):.2f}, ceiling {row['ceiling']['decode_tps']:.2f})",
               file=sys.stderr, flush=True)
-    limits_after = machine.measure(engine.model, args.bandwidth_gib)
-    result = {"bench": "chat", "provenance": prov, "cpu_share": cpu.stop(), "limits": limits,
-              "limits_after": limits_after, "cost": cost.as_dict(), "max_new_tokens": args.max_new_tokens,
-              "message": MESSAGE, "by_turns": by_turns, "truncated": deadline.expired}
+    result = {"bench": "chat", "provenance": prov, "cpu_share": cpu_share, "limits": limits,
+              "limits_runs": measured, "cost": cost.as_dict(), "max_new_tokens": args.max_new_tokens,
+              "bare_tokens": args.bare_tokens, "message": MESSAGE, "by_turns": by_turns, "truncated": truncated}
     write_result(result_path(args, "chat", model), result)
     return result
 

@@ -113,7 +113,7 @@ def _time(fn, min_seconds: float, max_reps: int) -> list[float]:
     return times
 
 
-def measure_matmul(hidden: int, out_features: int, tokens=(1, 8, 16, 32, 64, 128, 256),
+def measure_matmul(hidden: int, out_features: int, tokens=(1, 8, 16, 32, 64, 128, 256, 512),
                    min_seconds: float = 0.4, max_reps: int = 200) -> dict[str, Any]:
     """FP32 GFLOP/s of x[T, hidden] @ W[out, hidden]^T (F.linear, as nn.Linear runs) for each T."""
     torch.manual_seed(0)
@@ -151,6 +151,15 @@ def measure_bandwidth(gib: float = 1.5, reps: int = 6) -> dict[str, Any]:
     return {"bytes": nbytes, "best_gbs": nbytes / min(times) / 1e9,
             "median_gbs": nbytes / statistics.median(times) / 1e9, "reps": len(times),
             "threads": torch.get_num_threads()}
+
+
+def best_of(*runs: dict[str, Any]) -> dict[str, Any]:
+    """Per measured size, the best of several measurements (a machine's limit is its best)."""
+    runs = [r for r in runs if r]
+    rows = [max(group, key=lambda r: r["best_gflops"]) for group in zip(*(r["matmul"]["by_tokens"] for r in runs))]
+    bw = max((r["bandwidth"] for r in runs), key=lambda b: b["best_gbs"])
+    return {"matmul": {**runs[0]["matmul"], "by_tokens": rows, "peak_gflops": max(r["best_gflops"] for r in rows)},
+            "bandwidth": bw, "measurements": len(runs)}
 
 
 def measure(model, bandwidth_gib: float = 1.5) -> dict[str, Any]:

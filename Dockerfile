@@ -18,7 +18,8 @@ ARG PIP_CERT=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY requirements.txt /tmp/requirements.txt
 # An empty PIP_CERT would reach pip as an empty CA path: drop it. `torch==X+cpu` never matches a CUDA wheel,
-# and the later `torch==X` pin in requirements.txt is already met by X+cpu.
+# and the later `torch==X` pin in requirements.txt is already met by X+cpu. torch's C++ headers and its
+# own tests (~150 MB) serve no purpose at run time.
 RUN set -eu; [ -n "$PIP_CERT" ] || unset PIP_CERT; \
     python3 -m venv /opt/venv; \
     torch_pin="$(grep -E '^torch==' /tmp/requirements.txt)+cpu"; \
@@ -28,7 +29,8 @@ RUN set -eu; [ -n "$PIP_CERT" ] || unset PIP_CERT; \
       /opt/venv/bin/pip install "$torch_pin" --index-url "$TORCH_INDEX_URL"; \
     fi; \
     /opt/venv/bin/pip install -r /tmp/requirements.txt; \
-    /opt/venv/bin/python -c "import torch; assert not torch.version.cuda, 'CUDA torch got in'; print('torch', torch.__version__)"
+    /opt/venv/bin/python -c "import torch; assert not torch.version.cuda, 'CUDA torch got in'; print('torch', torch.__version__)"; \
+    rm -rf /opt/venv/lib/python3*/site-packages/torch/include /opt/venv/lib/python3*/site-packages/torch/test
 
 # Stage 2: the weights as FP32 safetensors with a manifest, converted once here so start-up loads FP32 directly.
 # weights/MODEL_NAME/ from the build context when it is there (air-gapped builds), else downloaded from the hub.
@@ -77,6 +79,6 @@ COPY *.py ./
 USER 1000:1000
 EXPOSE 7860
 # Python, not curl: slim images have no curl. start-period covers loading the model.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GRADIO_SERVER_PORT', '7860'), timeout=4)"]
 CMD ["python", "demo.py"]

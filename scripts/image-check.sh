@@ -5,6 +5,7 @@
 # `unshare --net` and checks its HEALTHCHECK, /healthz and /api/infer on loopback.
 #   bash scripts/image-check.sh                          a tiny random model (pipeline.synthetic)
 #   IMAGE_CHECK_MODEL=DIR bash scripts/image-check.sh    a real model folder, hardlinked into weights/
+#   IMAGE_CHECK_REV=HEAD bash scripts/image-check.sh     build a commit (git archive) instead of the working tree
 # Needs root; installs buildah, podman, debootstrap and iproute2 with apt-get when missing. Slow (first run
 # builds the base and installs torch); work files go to $WORK, never into the repo.
 # Env: WORK (/var/tmp/qwen-image-check), BASE_IMAGE (localhost/debpy:bookworm, made when missing), IMAGE,
@@ -47,26 +48,34 @@ if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
   rm -rf "$WORK/rootfs" "$WORK/base.tar"
 fi
 
-# 2. Weights in the build context: the given folder (hardlinked), else a tiny random model.
+# 2. The build context: the working tree, or a commit exported with git archive; weights in it: the given
+# folder (hardlinked), else a tiny random model.
+ctx=.
+if [ -n "${IMAGE_CHECK_REV:-}" ]; then
+  ctx=$WORK/context
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  git archive "$IMAGE_CHECK_REV" | tar -x -C "$ctx"
+  log "build context: $IMAGE_CHECK_REV ($(git rev-parse --short "$IMAGE_CHECK_REV")) exported to $ctx"
+fi
 if [ -n "${IMAGE_CHECK_MODEL:-}" ]; then
   model_name=image-check-$(basename "$IMAGE_CHECK_MODEL")
-  rm -rf "weights/$model_name"
-  cp -al "$IMAGE_CHECK_MODEL" "weights/$model_name" 2>/dev/null || cp -a "$IMAGE_CHECK_MODEL" "weights/$model_name"
+  rm -rf "$ctx/weights/$model_name"
+  cp -al "$IMAGE_CHECK_MODEL" "$ctx/weights/$model_name" 2>/dev/null || cp -a "$IMAGE_CHECK_MODEL" "$ctx/weights/$model_name"
 else
   model_name=image-check-tiny
-  rm -rf "weights/$model_name"
-  "${PYTHON:-.venv/bin/python}" -m pipeline.synthetic "weights/$model_name" --shape tiny >/dev/null
+  rm -rf "$ctx/weights/$model_name"
+  "${PYTHON:-.venv/bin/python}" -m pipeline.synthetic "$ctx/weights/$model_name" --shape tiny >/dev/null 2>&1
 fi
-trap 'rm -rf "weights/$model_name"' EXIT
+trap 'rm -rf "$ctx/weights/$model_name"' EXIT
 
 # 3. Build: the same Dockerfile as `docker build`, only the base, torch source and CA bundle differ.
-build=(buildah bud --isolation chroot --format docker --layers -f Dockerfile -t "$IMAGE"
+build=(buildah bud --isolation chroot --format docker --layers -f "$ctx/Dockerfile" -t "$IMAGE"
        --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg MODEL_NAME="$model_name")
 if [ -n "$TORCH_WHEELS" ]; then build+=(-v "$TORCH_WHEELS:/host-wheels:ro" --build-arg TORCH_FIND_LINKS=/host-wheels); fi
 if [ -n "$PIP_CERT" ]; then build+=(-v "$PIP_CERT:/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt); fi
 log "building $IMAGE with weights/$model_name"
 start=$(date +%s)
-"${build[@]}" . > "$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; log "build failed: $WORK/build.log"; exit 1; }
+"${build[@]}" "$ctx" > "$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; log "build failed: $WORK/build.log"; exit 1; }
 log "built in $(( $(date +%s) - start )) s (log: $WORK/build.log)"
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 log "image size: $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.2f GiB", b / 2^30 }'))"
@@ -74,7 +83,7 @@ log "image size: $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.2f GiB", b /
 # 4. Run the image's CMD offline: mount its filesystem, chroot as uid 1000 in a network namespace with only lo.
 buildah inspect --type image "$IMAGE" > "$WORK/image.json"
 ctr=$(buildah from --pull=false "$IMAGE")
-trap 'buildah umount "$ctr" >/dev/null 2>&1; buildah rm "$ctr" >/dev/null 2>&1; rm -rf "weights/$model_name"' EXIT
+trap 'buildah umount "$ctr" >/dev/null 2>&1; buildah rm "$ctr" >/dev/null 2>&1; rm -rf "$ctx/weights/$model_name"' EXIT
 mnt=$(buildah mount "$ctr")
 log "running the image's CMD under unshare --net (rootfs $mnt)"
 # A private mount namespace too: the /proc, /sys and /dev a container runtime would give are mounted there

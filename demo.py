@@ -30,12 +30,13 @@ import gradio as gr  # noqa: E402
 
 import pipeline  # noqa: E402
 from pipeline import LABEL_EMOJI, Mode, UserInputError  # noqa: E402
-from webapi import Cancelled, Job, ModelService, api_router  # noqa: E402
+from webapi import BUSY_MESSAGE, Cancelled, Job, ModelService, api_router  # noqa: E402
 
 log = logging.getLogger("demo")
 
 TITLE = "Qwen All-in-One"
 MODEL_CONCURRENCY_ID = "model"
+PAGE_BUSY_MESSAGE = f"模型正忙，请稍后再试（{BUSY_MESSAGE}）"
 
 
 # -- settings -------------------------------------------------------------------------------------
@@ -153,12 +154,13 @@ class Turn:
     job: Job = field(default_factory=Job)
     label: str | None = None
     label_ms: float | None = None
+    answered: bool = False  # its label (sentiment only) or its reply, whole or stopped, is in the chat
     discarded: bool = False  # Clear emptied the chat: this turn writes nothing more
 
     def answer(self, reply: str | None = None, stream=None, stopped: bool = False) -> str:
         """The turn's message in the chat: the reply (or label) as text, then label and times in small print."""
         if self.mode is Mode.EMOTION:
-            body, notes = self.label or "…", [self.timing()]
+            body, notes = self.label or ("（已停止）" if stopped else "…"), [self.timing()]
         else:
             body = as_text_markdown(reply or "") + ("（已停止）" if stopped else "")
             notes = [self.label if self.mode is Mode.BOTH else None, self.timing(stream)]
@@ -220,15 +222,20 @@ class Session:
 
 # -- the page's callbacks (plain functions of the service and the session, so tests call them) --------
 
-def start_turn(service: ModelService, text: str, mode: str, session: Session):
-    """Check the message, show it in the chat and clear the input; the model's steps follow."""
+def start_turn(service: ModelService, text: str, mode: str, session: Session, queue_full=lambda: False):
+    """Check the message, show it in the chat and clear the input; the model's steps follow.
+
+    A full queue is refused here, before the message leaves the input box, so trying again is one Enter.
+    """
     engine = _engine(service)
+    if queue_full():
+        raise user_error(PAGE_BUSY_MESSAGE)
     try:
         routed = engine.route(text or "", default=Mode(mode or Mode.BOTH))
         message = engine.clean_text(routed.text, "message")
         engine.encode_user_text(message)
     except UserInputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(exc) from None
     session.display.append({"role": "user", "content": as_text_markdown(message)})
     session.display.append({"role": "assistant", "content": "…"})
     turn = Turn(message, routed.mode, reply_index=len(session.display) - 1)
@@ -240,39 +247,48 @@ def start_turn(service: ModelService, text: str, mode: str, session: Session):
 
 
 def label_step(service: ModelService, session: Session):
-    """Classify the oldest turn waiting for its label: a quick event of its own, before the reply."""
-    turn = _next(session.to_label)
-    if turn is None:
-        return gr.skip(), gr.skip(), gr.skip()
-    if turn.mode is Mode.CHAT:
-        return "—", gr.skip(), gr.skip()
-    engine = _engine(service)
-    with turn.job.working():
-        try:
-            with service.gate.hold(turn.job, admitted=True):
-                sentiment = engine.classify(turn.text)
-        except Cancelled:
-            session.finish(turn)
-            return gr.skip(), gr.skip(), gr.skip()
-        except UserInputError as exc:
-            _fail(session, turn, str(exc))
-            raise gr.Error(str(exc)) from None
-        turn.label, turn.label_ms = label_text(sentiment), sentiment.latency_ms
-        session.write(turn, turn.answer())
-        if turn.mode is Mode.EMOTION or turn.job.cancelled:
-            session.finish(turn)
-    return turn.label, turn.timing(), session.chat_value()
+    """Classify the turns waiting for their label: a quick event of its own, before the reply.
+
+    Normally that is the one turn just sent; a turn whose own event never ran (the queue was full)
+    is labelled here too, in order, rather than left waiting for ever.
+    """
+    outputs = gr.skip(), gr.skip(), gr.skip()
+    while (turn := _oldest(session.to_label)) is not None:
+        if turn.mode is Mode.CHAT:
+            outputs = "—", gr.skip(), gr.skip()
+            continue
+        engine = _engine(service)
+        with turn.job.working():
+            try:
+                with service.gate.hold(turn.job, admitted=True):
+                    sentiment = engine.classify(turn.text)
+            except Cancelled:
+                session.finish(turn)
+                continue
+            except UserInputError as exc:
+                _fail(session, turn, str(exc))
+                raise user_error(exc) from None
+            turn.label, turn.label_ms = label_text(sentiment), sentiment.latency_ms
+            session.write(turn, turn.answer())
+            if turn.mode is Mode.EMOTION:
+                turn.answered = True
+                session.finish(turn)
+        outputs = turn.label, turn.timing(), session.chat_value()
+    return outputs
 
 
 def reply_step(service: ModelService, session: Session) -> Iterator[tuple]:
-    """Stream the oldest waiting turn's reply into the chat, token by token.
+    """Stream the replies of the turns that have their label, oldest first, token by token."""
+    while (turn := _oldest(session.to_reply, _labelled)) is not None:
+        yield from _reply(service, session, turn)
+
+
+def _reply(service: ModelService, session: Session, turn: Turn) -> Iterator[tuple]:
+    """Stream one turn's reply into the chat.
 
     Stop, Clear, Gradio's cancel or a closed tab all end it through the finally, which closes the
     engine's stream: generation stops in the engine, not only in the page, and the model is free.
     """
-    turn = _next(session.to_reply)
-    if turn is None:
-        return
     engine = _engine(service)
     stream = None
     with turn.job.working():
@@ -288,10 +304,11 @@ def reply_step(service: ModelService, session: Session) -> Iterator[tuple]:
         except UserInputError as exc:
             _fail(session, turn, str(exc))
             yield session.chat_value(), gr.skip()
-            raise gr.Error(str(exc)) from None
+            raise user_error(exc) from None
         finally:
             if stream is not None:
                 stream.close()
+                turn.answered = True
                 session.write(turn, turn.answer(stream.text, stream, stopped=stream.finish_reason == "cancelled"))
                 if not turn.discarded and stream.text:
                     session.history += [{"role": "user", "content": turn.text},
@@ -304,8 +321,8 @@ def reply_step(service: ModelService, session: Session) -> Iterator[tuple]:
 def stop_turns(session: Session):
     """Stop: cancel the session's running and waiting turns; the chat keeps what was said so far."""
     for turn in session.cancel_all():
-        if not turn.discarded and session.display[turn.reply_index]["content"] == "…":
-            session.write(turn, "（已停止）")  # stopped before the model got to it
+        if not turn.answered:
+            session.write(turn, turn.answer(stopped=True))  # stopped before the model got to it
     return session.chat_value()
 
 
@@ -319,19 +336,28 @@ def clear_session(session: Session):
     return [], "", "", ""
 
 
+def user_error(message) -> gr.Error:
+    """A message meant for the user, as Gradio shows it: escaped (Gradio renders it as HTML), no traceback logged."""
+    return gr.Error(html.escape(str(message), quote=False), print_exception=False)
+
+
 def _engine(service: ModelService):
     try:
         return service.require_engine()
     except UserInputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(exc) from None
 
 
-def _next(line: deque) -> Turn | None:
-    while line:
-        turn = line.popleft()
-        if not turn.job.cancelled:
-            return turn
-    return None
+def _labelled(turn: Turn) -> bool:
+    """Whether a turn may get its reply: the label is shown first (chat-only turns have none)."""
+    return turn.mode is Mode.CHAT or turn.label is not None
+
+
+def _oldest(line: deque, ready=lambda turn: True) -> Turn | None:
+    """Take the oldest live turn off the line if it is ready; cancelled ones are dropped."""
+    while line and line[0].job.cancelled:
+        line.popleft()
+    return line.popleft() if line and ready(line[0]) else None
 
 
 def _fail(session: Session, turn: Turn, message: str) -> None:
@@ -351,7 +377,7 @@ async def sentiment_api(service: ModelService, text: str) -> dict:
         await _take_model(service, job)
         sentiment = await anyio.to_thread.run_sync(engine.classify, text)
     except UserInputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(exc) from None
     finally:
         _let_go(service, job)
     return {"label": sentiment.label, "confidence": round(sentiment.confidence, 4),
@@ -370,7 +396,7 @@ async def chat_api(service: ModelService, message: str, history: list | None = N
         while await anyio.to_thread.run_sync(next, stream, None, abandon_on_cancel=True) is not None:
             yield stream.text
     except UserInputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise user_error(exc) from None
     finally:
         _let_go(service, job)
 
@@ -438,7 +464,12 @@ def build_demo(service: ModelService, queue_max_size: int | None = None) -> gr.B
     model_event = dict(concurrency_id=MODEL_CONCURRENCY_ID, concurrency_limit=1)
 
     def on_start(text, mode, session):
-        return start_turn(service, text, mode, session)
+        return start_turn(service, text, mode, session, queue_full)
+
+    def queue_full() -> bool:
+        # Gradio refuses the label event itself when full (the page then says "busy"); checking
+        # first keeps the message in the input box instead of half-sending it.
+        return len(demo._queue) >= queue_max_size
 
     def on_label(session):
         return label_step(service, session)
@@ -480,8 +511,11 @@ def build_demo(service: ModelService, queue_max_size: int | None = None) -> gr.B
                 timing = gr.Markdown(elem_id="timing")
                 gr.Examples(EXAMPLES, inputs=[msg], label="示例")
 
+        # Queued (Gradio shows no error from an unqueued event) in a group of its own with no limit, so
+        # it never waits behind the model; a full queue refuses it, and the message stays in the box.
         started = gr.on([msg.submit, send.click], on_start, inputs=[msg, mode, session],
-                        outputs=[msg, chatbot, label, timing], queue=False, api_visibility="private")
+                        outputs=[msg, chatbot, label, timing], concurrency_id="intake", concurrency_limit=None,
+                        show_progress="hidden", api_visibility="private")
         labelled = started.success(on_label, inputs=[session], outputs=[label, timing, chatbot],
                                    show_progress="minimal", api_visibility="private", **model_event)
         replied = labelled.success(on_reply, inputs=[session], outputs=[chatbot, timing],

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from gradio_client import Client
 
 from tests.fakes import FakeEngine
 from tests.served import serve, wait_until
@@ -105,9 +106,12 @@ def test_the_reply_streams_and_stop_frees_the_engine(page):
 
 
 def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
+    """Also: an empty message is refused with the engine's reason."""
     engine = FakeEngine()
     with serve(engine) as app:
         open_app(page, app)
+        page.press("#msg textarea", "Enter")  # nothing typed: the engine's reason shows as an error
+        page.get_by_text("empty: type something first").wait_for()
         page.click("#msg textarea")
         page.keyboard.type("今天")
         cdp = page.context.new_cdp_session(page)
@@ -122,4 +126,27 @@ def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
         page.press("#msg textarea", "Enter")  # a plain Enter sends
         wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
         routed = [text for name, text in engine.calls if name == "route"]
-        assert routed == ["今天好"]  # one message, the whole one: the composing Enter sent nothing
+        assert routed == ["", "今天好"]  # the empty try, then the whole message: the composing Enter sent nothing
+
+
+def test_a_full_queue_tells_the_user_to_try_again(page):
+    hold = threading.Event()
+    engine = FakeEngine(classify_gate=hold)
+    with serve(engine, queue_max_size=1) as app:
+        open_app(page, app)
+        client = Client(app.local_url, verbose=False)
+        running = client.submit("一", api_name="/sentiment")  # holds the model
+        wait_until(engine.classifying.is_set, what="the model to be busy")
+        waiting = client.submit("二", api_name="/sentiment")  # fills the queue
+        wait_until(lambda: len(app.demo._queue) == 1, what="the queue to fill")
+
+        page.fill("#msg textarea", "在吗？")
+        page.press("#msg textarea", "Enter")
+        page.get_by_text(re.compile("busy", re.I)).first.wait_for()
+        assert page.input_value("#msg textarea") == "在吗？"  # nothing lost: Enter again later
+
+        hold.set()
+        running.result(timeout=30)
+        waiting.result(timeout=30)
+        page.press("#msg textarea", "Enter")
+        wait_until(lambda: label(page) == "😄 正面 90%", what="the label once the model is free")

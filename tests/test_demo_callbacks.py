@@ -187,6 +187,37 @@ def test_a_second_message_waits_for_the_first_reply():
     assert [m["content"] for m in chat_calls(engine)[1][0]] == ["第一句", "回复：第一句"]
 
 
+def test_a_turn_whose_events_never_ran_is_answered_by_the_next_ones():
+    engine = FakeEngine()
+    service, session = service_for(engine), Session()
+    start_turn(service, "第一句", "both", session)  # its label and reply events were refused: queue full
+    start_turn(service, "第二句", "both", session)
+    label, _, _ = label_step(service, session)
+    reply(service, session)
+    assert label == "😄 正面 90%"
+    assert [text for name, text in engine.calls if name == "classify"] == ["第一句", "第二句"]
+    assert [message for _, message in chat_calls(engine)] == ["第一句", "第二句"]
+    assert session.turns == [] and "…" not in [m["content"] for m in session.display]
+
+
+def test_a_reply_never_comes_before_its_label():
+    engine = FakeEngine()
+    service, session = service_for(engine), Session()
+    start_turn(service, "你好", "both", session)
+    assert reply(service, session) == []  # the label event has not run yet
+    label_step(service, session)
+    assert reply(service, session)[-1][0][-1]["content"].startswith("回复：你好")
+
+
+def test_stop_after_the_label_keeps_it_and_marks_the_reply_stopped():
+    engine = FakeEngine()
+    service, session = service_for(engine), Session()
+    send(service, session, "今天很开心")
+    chat = stop_turns(session)
+    assert chat[-1]["content"].startswith("（已停止）") and "😄 正面 90%" in chat[-1]["content"]
+    assert reply(service, session) == [] and chat_calls(engine) == []
+
+
 @pytest.mark.parametrize("mode, text, expect", [
     ("emotion", "这家店太差了", "emotion"),
     ("chat", "这家店太差了", "chat"),
@@ -221,6 +252,13 @@ def test_bad_input_is_shown_as_a_gradio_error_and_nothing_is_sent(text, message)
     with pytest.raises(gr.Error, match=message):
         start_turn(service_for(engine), text, "both", session)
     assert session.display == [] and session.turns == []
+
+
+def test_a_full_queue_is_refused_before_the_message_leaves_the_input():
+    engine, session = FakeEngine(), Session()
+    with pytest.raises(gr.Error, match="busy, try again"):
+        start_turn(service_for(engine), "你好", "both", session, queue_full=lambda: True)
+    assert session.display == [] and engine.calls == []
 
 
 def test_an_engine_error_during_the_reply_is_a_gradio_error_in_place_of_the_answer():
@@ -284,7 +322,8 @@ def test_the_demo_runs_model_events_one_at_a_time_in_a_bounded_queue():
     assert app.demo._queue.max_size == 3 and app.service.gate.max_waiting == 3
     public = {fn.api_name for fn in app.demo.fns.values() if fn.api_visibility == "public"}
     assert public == {"sentiment", "chat"}
-    assert not fns["on_start"].queue  # the quick step does not wait behind the model
+    assert fns["on_start"].concurrency_id != demo.MODEL_CONCURRENCY_ID  # never waits behind the model
+    assert fns["on_start"].concurrency_limit is None
     assert app.demo.analytics_enabled is False
 
 

@@ -90,6 +90,13 @@ class AppSettings:
         return [(f.metadata["flag"], f.metadata["env"], "unset" if f.default is None else str(f.default),
                  f.metadata["doc"]) for f in dataclasses.fields(cls)]
 
+    @classmethod
+    def markdown_table(cls) -> str:
+        """The serving settings as a Markdown table, for the README."""
+        lines = ["| flag | env var | default | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{flag}` | `{env}` | `{default}` | {doc} |" for flag, env, default, doc in cls.describe()]
+        return "\n".join(lines)
+
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     if f.type in ("bool", bool):
@@ -516,10 +523,13 @@ def build_demo(service: ModelService, queue_max_size: int | None = None) -> gr.B
         started = gr.on([msg.submit, send.click], on_start, inputs=[msg, mode, session],
                         outputs=[msg, chatbot, label, timing], concurrency_id="intake", concurrency_limit=None,
                         show_progress="hidden", api_visibility="private")
+        # Progress (queue position, time) shows on the small boxes, not over the conversation.
         labelled = started.success(on_label, inputs=[session], outputs=[label, timing, chatbot],
-                                   show_progress="minimal", api_visibility="private", **model_event)
+                                   show_progress="minimal", show_progress_on=[label], api_visibility="private",
+                                   **model_event)
         replied = labelled.success(on_reply, inputs=[session], outputs=[chatbot, timing],
-                                   show_progress="hidden", api_visibility="private", **model_event)
+                                   show_progress="minimal", show_progress_on=[timing], api_visibility="private",
+                                   **model_event)
         stop.click(stop_turns, inputs=[session], outputs=[chatbot], queue=False,
                    cancels=[labelled, replied], api_visibility="private")
         # The Chatbot's own trash button clears the same way as Clear (the session holds the chat).

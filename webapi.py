@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from pipeline import Mode, UserInputError
 
@@ -304,6 +305,8 @@ def api_router(service: ModelService) -> APIRouter:
             body = await _read_body(request, service.max_body_bytes)
         except _TooLarge:
             return error(413, f"the body is too large; the limit is {service.max_body_bytes} bytes")
+        except ClientDisconnect:
+            return error(499, "the client went away while sending")
         try:
             parsed = service.parse_infer(body)
         except UserInputError as exc:
@@ -317,6 +320,9 @@ def api_router(service: ModelService) -> APIRouter:
             return error(503, BUSY_MESSAGE, headers={"Retry-After": "5"})
         except Cancelled as exc:
             return error(499, str(exc))
+        except Exception:  # the caller still gets the API's error shape; the log gets the traceback
+            log.exception("/api/infer failed")
+            return error(500, "internal error: the model could not answer this request")
         return JSONResponse(result)
 
     @router.api_route("/api/infer", methods=["GET", "PUT", "PATCH", "DELETE"])

@@ -15,6 +15,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
 import demo
+import pipeline
 from pipeline import LABELS
 from tests.fakes import FakeEngine
 from tests.served import serve, wait_until
@@ -252,3 +253,20 @@ def test_the_page_needs_nothing_from_the_internet(url):
 
 def _fn_index(app, name: str) -> int:
     return next(i for i, fn in app.demo.fns.items() if fn.name == name)
+
+
+@pytest.mark.slow
+@pytest.mark.real_model
+def test_the_real_model_served_end_to_end(real_model_dir):
+    engine = pipeline.load_engine(real_model_dir)
+    with serve(engine) as app:
+        url = app.local_url.rstrip("/")
+        assert httpx.get(f"{url}/healthz").json()["model"] == engine.model_name
+        happy = infer(url, text="今天的实验终于成功了，太开心了！", mode="emotion").json()
+        sad = infer(url, text="这家餐厅的服务太差了，等了一个小时才上菜，再也不来了。", mode="emotion").json()
+        assert (happy["emotion_label"], sad["emotion_label"]) == ("正面", "负面")
+        both = infer(url, text="你好，请用一句话介绍一下你自己。").json()
+        assert both["emotion_label"] in LABELS and both["chat_response"].strip()
+        client = Client(app.local_url, verbose=False)
+        assert client.predict("服务很周到，菜也好吃。", api_name="/sentiment")["label"] == "正面"
+        assert client.predict("用一句话介绍杭州。", [], api_name="/chat").strip()

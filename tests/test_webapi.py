@@ -9,7 +9,7 @@ import pytest
 from pipeline import LABELS, Mode, UserInputError
 from tests.fakes import FakeEngine
 from tests.served import wait_until
-from webapi import BUSY_MESSAGE, Busy, Cancelled, InferRequest, Job, ModelGate, ModelService
+from webapi import BUSY_MESSAGE, Busy, Cancelled, InferRequest, Job, ModelGate, ModelService, api_router
 
 
 def test_gate_serves_jobs_in_arrival_order_one_at_a_time():
@@ -123,3 +123,21 @@ def test_infer_runs_the_modes_and_times_them():
 def test_infer_while_loading_says_so():
     with pytest.raises(UserInputError, match="still loading"):
         ModelService(None, 4).infer(InferRequest("hi", [], Mode.BOTH), Job())
+
+
+def test_an_unexpected_failure_still_answers_in_the_api_error_shape():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    engine = FakeEngine()
+
+    def broken(text):
+        raise RuntimeError("out of memory")
+
+    engine.classify = broken
+    service = ModelService(engine, 4)
+    client = TestClient(FastAPI(routes=api_router(service).routes))
+    response = client.post("/api/infer", json={"text": "你好"})
+    assert response.status_code == 500 and "internal error" in response.json()["error"]
+    assert "memory" not in response.text  # internals stay in the log
+    assert not service.gate.busy  # the model is handed on

@@ -15,6 +15,7 @@ the server's queueing comes to that.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -23,12 +24,28 @@ from typing import Any, Sequence
 
 from . import data
 from .chat import history_messages
-from .common import base_parser, percentile, provenance, resolve_model_dir, result_path, summary, write_result
+from .common import CpuShare, base_parser, percentile, provenance, resolve_model_dir, result_path, summary, write_result
 from .server import DEMO, DemoServer, infer
 
 
+def _server_cpu_s(pid: int | None) -> float | None:
+    import psutil
+
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        total = 0.0
+        for p in [proc] + proc.children(recursive=True):
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+    except psutil.Error:
+        return None
+
+
 def run_level(url: str, clients: int, requests: int, budget: float, mode: str, texts: list[str],
-              history: list | None) -> dict[str, Any]:
+              history: list | None, server_pid: int | None = None) -> dict[str, Any]:
     import httpx
 
     results: list[dict[str, Any]] = []
@@ -52,17 +69,27 @@ def run_level(url: str, clients: int, requests: int, budget: float, mode: str, t
                                     "end": time.perf_counter()})
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
+    cpu, server_cpu0 = CpuShare(), _server_cpu_s(server_pid)
     started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join(budget + 120)
     wall = max((r["end"] for r in results), default=time.perf_counter()) - started
+    share, server_cpu1 = cpu.stop(), _server_cpu_s(server_pid)
+    if share and server_cpu0 is not None and server_cpu1 is not None:
+        elapsed = time.perf_counter() - started
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        share["server"] = (server_cpu1 - server_cpu0) / (elapsed * cores)
+        share["others"] = max(0.0, share["machine_busy"] - share["server"] - share["this_process"])
     ok = [r["ms"] for r in results if r["error"] is None]
+    model_ms = [r["server_ms"].get("total") for r in results
+                if r["error"] is None and isinstance(r.get("server_ms"), dict) and r["server_ms"].get("total")]
     return {"clients": clients, "requests_sent": len(results), "ok": len(ok),
             "errors": len(results) - len(ok), "error_samples": [r["error"] for r in results if r["error"]][:5],
             "wall_s": wall, "throughput_rps": len(ok) / wall if wall > 0 else None,
             "latency_ms": summary(ok), "p50_ms": percentile(ok, 50), "p95_ms": percentile(ok, 95),
+            "server_model_ms": summary(model_ms), "cpu_share": share,
             "stuck_threads": sum(t.is_alive() for t in threads),
             "requests": [{k: v for k, v in r.items() if k != "end"} for r in results]}
 
@@ -99,10 +126,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run_level(url, 1, 2, 60, args.mode, texts[-4:], history)  # warm-up
         rows = []
         for c in levels:
-            row = run_level(url, c, args.requests, args.level_budget, args.mode, texts, history)
+            row = run_level(url, c, args.requests, args.level_budget, args.mode, texts, history,
+                            server.proc.pid if server else None)
             rows.append(row)
             print(f"{c} clients: {row['ok']}/{row['requests_sent']} ok, {row['throughput_rps']:.2f} req/s, "
-                  f"p50 {row['p50_ms'] or 0:.0f} ms, p95 {row['p95_ms'] or 0:.0f} ms, errors {row['errors']}",
+                  f"p50 {row['p50_ms'] or 0:.0f} ms, p95 {row['p95_ms'] or 0:.0f} ms, errors {row['errors']}; "
+                  f"server-side model time median {row['server_model_ms'].get('median') or 0:.0f} ms; cpu {row['cpu_share']}",
                   file=sys.stderr, flush=True)
     finally:
         if server:

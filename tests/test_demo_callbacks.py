@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import gradio as gr
@@ -325,6 +326,7 @@ def test_the_demo_runs_model_events_one_at_a_time_in_a_bounded_queue():
     assert fns["on_start"].concurrency_id != demo.MODEL_CONCURRENCY_ID  # never waits behind the model
     assert fns["on_start"].concurrency_limit is None
     assert app.demo.analytics_enabled is False
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # set by importing demo, before gradio
 
 
 def test_settings_come_from_env_and_flags_win():

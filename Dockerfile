@@ -39,19 +39,24 @@ ARG MODEL_ID=Qwen/Qwen1.5-0.5B-Chat
 ARG MODEL_REVISION=
 ARG MODEL_NAME
 WORKDIR /src
-# Only the tool's modules (and a bare package): editing the app must not invalidate this layer and
-# download the weights again.
-COPY pipeline/weights.py pipeline/loading.py pipeline/settings.py pipeline/prompts.py pipeline/errors.py pipeline/
+# The download needs only these two files, so editing the app never downloads the weights again. The context's
+# weights/ is bind-mounted, not copied: its GBs are read, never stored in a layer.
+COPY pipeline/weights.py pipeline/errors.py pipeline/
 RUN touch pipeline/__init__.py
-# A bind mount rather than COPY: the context's weights (GBs) are read once, not stored in a layer.
 RUN --mount=type=bind,source=weights,target=/context-weights \
     set -eu; \
-    if [ -d "/context-weights/$MODEL_NAME" ]; then \
-      /opt/venv/bin/python -m pipeline.weights --from-dir "/context-weights/$MODEL_NAME" --dest "/weights/$MODEL_NAME"; \
-    else \
+    if [ ! -d "/context-weights/$MODEL_NAME" ]; then \
       /opt/venv/bin/python -m pipeline.weights "$MODEL_ID" ${MODEL_REVISION:+--revision "$MODEL_REVISION"} \
-        --dest "/weights/$MODEL_NAME"; \
-    fi; \
+        --download-only --dest "/download/$MODEL_NAME" \
+      || { echo "No weights for the image: build with network to the hub, or put the model folder at" \
+                "weights/$MODEL_NAME/ in the build context (see weights/README.md)." >&2; exit 1; }; \
+    fi
+# Conversion checks the folder with the app's own loader check, so it needs the modules that check imports.
+COPY pipeline/loading.py pipeline/settings.py pipeline/prompts.py pipeline/
+RUN --mount=type=bind,source=weights,target=/context-weights \
+    set -eu; \
+    src="/context-weights/$MODEL_NAME"; [ -d "$src" ] || src="/download/$MODEL_NAME"; \
+    /opt/venv/bin/python -m pipeline.weights --from-dir "$src" --dest "/weights/$MODEL_NAME"; \
     /opt/venv/bin/python -m pipeline.weights --verify "/weights/$MODEL_NAME"
 
 # Stage 3: the runtime. No compilers, no pip cache, no network needed; Hugging Face Spaces runs it as uid 1000.

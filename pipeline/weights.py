@@ -1,6 +1,6 @@
 """Get the model: download it from the Hugging Face hub (or take a local folder), verify it, save FP32 safetensors.
 
-usage: python -m pipeline.weights [MODEL_ID] [--revision REV] [--dest DIR] [--force]
+usage: python -m pipeline.weights [MODEL_ID] [--revision REV] [--dest DIR] [--force] [--download-only]
        python -m pipeline.weights [MODEL_ID] --from-dir DIR [--dest DIR] [--force]
        python -m pipeline.weights --verify DIR
 """
@@ -19,13 +19,13 @@ import struct
 import sys
 from pathlib import Path
 
+# Only .errors at import time: the Dockerfile's download step runs with this file and errors.py alone, so
+# editing the app never invalidates the downloaded layer.
 from .errors import WeightsNotFoundError
-from .loading import check_model_dir
-from .settings import PROJECT_ROOT
 
 DEFAULT_MODEL_ID = "Qwen/Qwen1.5-0.5B-Chat"
 SUPPORTED_MODEL_IDS = ("Qwen/Qwen1.5-0.5B-Chat", "Qwen/Qwen2.5-0.5B-Instruct")
-WEIGHTS_ROOT = PROJECT_ROOT / "weights"
+WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = "manifest.json"
 # What a model folder needs; other formats (.bin, .gguf, onnx) and docs in a hub repo are left out.
 ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken", "LICENSE*")
@@ -50,32 +50,41 @@ def fetch(model_id: str = DEFAULT_MODEL_ID, revision: str | None = None, dest: P
     dest = Path(dest or default_dest(model_id))
     if not force and _already_there(dest, model_id, revision):
         return dest
+    staging = dest.parent / f".{dest.name}.download"
+    download(model_id, revision, staging, room_for_fp32=True)
+    convert(staging, dest, force=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def download(model_id: str, revision: str | None, folder: Path, room_for_fp32: bool = False) -> Path:
+    """Download model_id's files as they are on the hub into folder, checked against the hub's checksums."""
+    folder = Path(folder)
     info = _model_info(model_id, revision)
     files = {s.rfilename: s for s in info.siblings or [] if _wanted(s.rfilename)}
     weight_bytes = sum(s.size or 0 for name, s in files.items() if name.endswith(".safetensors"))
     if not weight_bytes:
         raise WeightsError(f"{model_id} has no .safetensors weights on the hub; this tool converts safetensors only.")
-    # Room for the download plus its FP32 copy, which is at most twice the size of a BF16/FP16 checkpoint.
-    ensure_free_space(dest.parent, sum(s.size or 0 for s in files.values()) + 2 * weight_bytes)
-    staging = dest.parent / f".{dest.name}.download"
-    _download(model_id, info.sha, staging, sorted(files))
-    _verify_download(staging, files)
-    convert(staging, dest, model_id=model_id, revision=info.sha, source=_endpoint(), force=True)
-    shutil.rmtree(staging, ignore_errors=True)
-    return dest
+    # The FP32 copy is at most twice the size of a BF16/FP16 checkpoint.
+    ensure_free_space(folder.parent, sum(s.size or 0 for s in files.values()) + (2 * weight_bytes if room_for_fp32 else 0))
+    _download(model_id, info.sha, folder, sorted(files))
+    manifest = {"model_id": model_id, "revision": info.sha, "source": _endpoint(),
+                "created_by": "python -m pipeline.weights", "files": _verify_download(folder, files)}
+    _write_text(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return folder
 
 
 def convert(src: Path, dest: Path | None = None, model_id: str | None = None, revision: str | None = None,
             source: str | None = None, force: bool = False) -> Path:
     """Check the model folder src and write it to dest with FP32 safetensors and a manifest; dest may be src."""
     src = Path(src).resolve()
-    try:
-        check_model_dir(src)
-    except WeightsNotFoundError as exc:
-        raise WeightsError(str(exc)) from None
+    _check_model_dir(src)
     previous = _read_manifest(src)
+    if previous.get("files"):  # a folder this tool wrote (or downloaded): it must still be what it was
+        verify(src)
     model_id = model_id or previous.get("model_id") or f"local/{src.name}"
     revision = revision or previous.get("revision") or _revision_from_path(src)
+    source = source or previous.get("source") or f"local folder {src}"
     dest = Path(dest or default_dest(model_id)).resolve()
     if dest.exists() and dest != src and not force:
         raise WeightsError(f"{dest} already exists; pass --force to replace it.")
@@ -89,7 +98,7 @@ def convert(src: Path, dest: Path | None = None, model_id: str | None = None, re
     partial.mkdir(parents=True)
     try:
         files = _write_folder(src, partial, shards, others)
-        manifest = {"model_id": model_id, "revision": revision, "source": source or f"local folder {src}",
+        manifest = {"model_id": model_id, "revision": revision, "source": source,
                     "dtype": "float32", "created_by": "python -m pipeline.weights", "files": files}
         _write_text(partial / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         verify(partial)
@@ -107,10 +116,7 @@ def convert(src: Path, dest: Path | None = None, model_id: str | None = None, re
 def verify(model_dir: Path) -> dict:
     """The manifest of model_dir, after checking that every file in it has its recorded size and sha256."""
     model_dir = Path(model_dir)
-    try:
-        check_model_dir(model_dir)
-    except WeightsNotFoundError as exc:
-        raise WeightsError(str(exc)) from None
+    _check_model_dir(model_dir)
     manifest = _read_manifest(model_dir)
     if not manifest.get("files"):
         raise WeightsError(f"{model_dir} has no {MANIFEST}: make it with `python -m pipeline.weights --from-dir {model_dir}`.")
@@ -119,7 +125,8 @@ def verify(model_dir: Path) -> dict:
         if not path.is_file():
             raise WeightsError(f"{path} is listed in {MANIFEST} but missing: the folder is incomplete, fetch it again.")
         if path.stat().st_size != meta["size"] or sha256_file(path) != meta["sha256"]:
-            raise WeightsError(f"{path} does not match its sha256 in {MANIFEST}: it is damaged, fetch it again.")
+            raise WeightsError(f"{path} does not match its sha256 in {MANIFEST}: it is damaged, fetch it again "
+                               f"(or delete {MANIFEST} if you changed the file on purpose).")
     return manifest
 
 
@@ -143,12 +150,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_model_dir(model_dir: Path) -> None:
+    from .loading import check_model_dir
+
+    try:
+        check_model_dir(model_dir)
+    except WeightsNotFoundError as exc:
+        raise WeightsError(str(exc)) from None
+
+
 def _already_there(dest: Path, model_id: str, revision: str | None) -> bool:
     manifest = _read_manifest(dest)
     if manifest.get("model_id") != model_id or (revision and revision != manifest.get("revision")):
         if dest.exists():
-            raise WeightsError(f"{dest} already exists and does not hold {model_id}"
-                               f"{'@' + revision if revision else ''}; pass --force to replace it.")
+            raise WeightsError(f"{dest} already exists but has no manifest for {model_id}"
+                               f"{'@' + revision if revision else ''}: convert what is there with "
+                               f"`python -m pipeline.weights --from-dir {dest}`, or pass --force to download again.")
         return False
     verify(dest)
     print(f"{dest} already holds {model_id}@{manifest['revision']} (verified); pass --force to fetch again.",
@@ -192,19 +209,23 @@ def _download(model_id: str, revision: str, staging: Path, names: list[str]) -> 
         raise WeightsError(f"download of {model_id} into {staging} failed: {exc}") from None
 
 
-def _verify_download(staging: Path, files: dict) -> None:
-    for name, sibling in files.items():
+def _verify_download(staging: Path, files: dict) -> dict:
+    checked = {}
+    for name, sibling in sorted(files.items()):
         path = staging / name
         if not path.is_file():
             raise WeightsError(f"download incomplete: {path} is missing. Run the same command again to resume.")
+        sha256 = sha256_file(path)
         if sibling.lfs is not None:
-            ok = sha256_file(path) == sibling.lfs.sha256
+            ok = sha256 == sibling.lfs.sha256
         else:
             ok = sibling.blob_id is None or _git_blob_sha1(path) == sibling.blob_id
         if not ok:
             path.unlink()
             raise WeightsError(f"{name} does not match the hub's checksum (damaged download); it was deleted, "
                                "run the same command again.")
+        checked[name] = {"sha256": sha256, "size": path.stat().st_size}
+    return checked
 
 
 def _write_folder(src: Path, out: Path, shards: list[str], others: list[str]) -> dict:
@@ -341,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, metavar="DIR", help="output folder (default: weights/<model name>)")
     parser.add_argument("--force", action="store_true", help="replace dest when it already exists")
     parser.add_argument("--verify", type=Path, metavar="DIR", help="only check DIR against its manifest")
+    parser.add_argument("--download-only", action="store_true",
+                        help="download and check the hub's files into dest as they are; convert later with --from-dir")
     args = parser.parse_args(argv)
     try:
         if args.verify:
@@ -350,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_dir:
             dest = args.dest or default_dest(args.model_id or args.from_dir.resolve().name)
             out = convert(args.from_dir, dest, model_id=args.model_id, revision=args.revision, force=args.force)
+        elif args.download_only:
+            model_id = args.model_id or DEFAULT_MODEL_ID
+            dest = args.dest or default_dest(model_id)
+            if dest.exists() and not args.force:
+                raise WeightsError(f"{dest} already exists; pass --force to download into it again.")
+            out = download(model_id, args.revision, dest)
         else:
             out = fetch(args.model_id or DEFAULT_MODEL_ID, args.revision, args.dest, args.force)
     except WeightsError as exc:

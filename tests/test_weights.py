@@ -171,6 +171,26 @@ def test_fetch_downloads_verifies_converts_and_skips_when_already_there(bf16_dir
     assert calls == [], "a verified folder is not fetched again"
 
 
+def test_download_only_then_convert_keeps_the_hub_revision(bf16_dir, tmp_path, monkeypatch):
+    _fake_hub(monkeypatch, bf16_dir, sha="a" * 40)
+    downloaded = weights.download("Qwen/Qwen2.5-0.5B-Instruct", None, tmp_path / "dl")
+    assert {t.dtype for t in _tensors(downloaded).values()} == {torch.bfloat16}, "stored as the hub has it"
+    assert weights.verify(downloaded)["revision"] == "a" * 40
+
+    manifest = weights.verify(weights.convert(downloaded, tmp_path / "out"))
+    assert (manifest["model_id"], manifest["revision"], manifest["dtype"]) == ("Qwen/Qwen2.5-0.5B-Instruct", "a" * 40, "float32")
+    assert manifest["source"] == weights._endpoint()
+
+
+def test_convert_refuses_a_folder_that_no_longer_matches_its_manifest(bf16_dir, tmp_path, monkeypatch):
+    _fake_hub(monkeypatch, bf16_dir)
+    downloaded = weights.download("Qwen/Qwen1.5-0.5B-Chat", None, tmp_path / "dl")
+    (downloaded / "tokenizer.json").write_text("{}")
+    with pytest.raises(weights.WeightsError, match="tokenizer.json does not match its sha256"):
+        weights.convert(downloaded, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_fetch_rejects_a_download_that_does_not_match_the_hub_checksums(bf16_dir, tmp_path, monkeypatch):
     _fake_hub(monkeypatch, bf16_dir, corrupt="model.safetensors")
     with pytest.raises(weights.WeightsError, match="model.safetensors does not match the hub's checksum"):
@@ -184,6 +204,14 @@ def test_fetch_checks_disk_space_before_downloading(bf16_dir, tmp_path, monkeypa
     with pytest.raises(weights.WeightsError, match="not enough disk space"):
         weights.fetch("Qwen/Qwen1.5-0.5B-Chat", dest=tmp_path / "out")
     assert [c[0] for c in calls] == ["model_info"], "nothing downloaded"
+
+
+def test_fetch_leaves_a_folder_without_manifest_alone(bf16_dir, tmp_path, monkeypatch):
+    calls = _fake_hub(monkeypatch, bf16_dir)
+    dest = shutil.copytree(bf16_dir, tmp_path / "Qwen1.5-0.5B-Chat")
+    with pytest.raises(weights.WeightsError, match="has no manifest.*--from-dir .*--force"):
+        weights.fetch("Qwen/Qwen1.5-0.5B-Chat", dest=dest)
+    assert calls == [] and {t.dtype for t in _tensors(dest).values()} == {torch.bfloat16}
 
 
 def test_unknown_model_says_so(tmp_path, monkeypatch):
@@ -234,14 +262,22 @@ def test_how_to_get_weights_names_real_options():
 
 
 def test_tool_runs_from_the_dockerfiles_weights_stage_files(tmp_path):
-    """The Dockerfile's weights stage copies only a few modules into a bare package: they must be enough."""
-    copy = next(line for line in (PROJECT_ROOT / "Dockerfile").read_text().splitlines()
-                if line.startswith("COPY pipeline/weights.py"))
+    """The Dockerfile's weights stage runs the tool from a bare package: first two files, then a few more."""
+    copies = [line.split()[1:-1] for line in (PROJECT_ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY pipeline/") and line.split()[1] != "pipeline/"]
+    assert copies[0] == ["pipeline/weights.py", "pipeline/errors.py"] and len(copies) == 2
     package = tmp_path / "pipeline"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    for name in copy.split()[1:-1]:
-        shutil.copy(PROJECT_ROOT / name, package)
-    result = subprocess.run([sys.executable, "-m", "pipeline.weights", "--verify", str(tmp_path / "none")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "error: Model folder" in result.stderr, result.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "HF_ENDPOINT": f"http://127.0.0.1:{closed}", "HOME": str(tmp_path)}
+    runs = (["--download-only", "--dest", str(tmp_path / "dl")], "error: cannot reach"), \
+           (["--verify", str(tmp_path / "none")], "error: Model folder")
+    for files, (args, expected) in zip(copies, runs):
+        for name in files:
+            shutil.copy(PROJECT_ROOT / name, package)
+        result = subprocess.run([sys.executable, "-m", "pipeline.weights", *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and expected in result.stderr, result.stderr

@@ -6,8 +6,9 @@
 #   bash scripts/image-check.sh                          a tiny random model (pipeline.synthetic)
 #   IMAGE_CHECK_MODEL=DIR bash scripts/image-check.sh    a real model folder, hardlinked into weights/
 #   IMAGE_CHECK_REV=HEAD bash scripts/image-check.sh     build a commit (git archive) instead of the working tree
-# Needs root; installs buildah, podman, debootstrap and iproute2 with apt-get when missing. Slow (first run
-# builds the base and installs torch); work files go to $WORK, never into the repo.
+# Needs root; installs buildah, podman, debootstrap and iproute2 with apt-get when missing; the tiny model is
+# made with .venv's python (from scripts/test.sh; PYTHON=... otherwise). Slow: the first run debootstraps the
+# base and installs torch (later runs reuse buildah's layer cache); work files go to $WORK, never into the repo.
 # Env: WORK (/var/tmp/qwen-image-check), BASE_IMAGE (localhost/debpy:bookworm, made when missing), IMAGE,
 #      TORCH_WHEELS (host folder with the torch +cpu wheel, default /opt/wheels when it exists; empty: PyTorch's
 #      CPU index), PIP_CERT (host CA bundle for pip in the build), MIRROR (Debian mirror; default: apt's).
@@ -69,7 +70,8 @@ fi
 trap 'rm -rf "$ctx/weights/$model_name"' EXIT
 
 # 3. Build: the same Dockerfile as `docker build`, only the base, torch source and CA bundle differ.
-build=(buildah bud --isolation chroot --format docker --layers -f "$ctx/Dockerfile" -t "$IMAGE"
+# Docker format, not OCI: OCI images have no HEALTHCHECK.
+build=(buildah bud --isolation chroot --format docker --layers --force-rm -f "$ctx/Dockerfile" -t "$IMAGE"
        --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg MODEL_NAME="$model_name")
 if [ -n "$TORCH_WHEELS" ]; then build+=(-v "$TORCH_WHEELS:/host-wheels:ro" --build-arg TORCH_FIND_LINKS=/host-wheels); fi
 if [ -n "$PIP_CERT" ]; then build+=(-v "$PIP_CERT:/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt); fi

@@ -101,11 +101,17 @@ def provenance(model: dict[str, Any] | None = None, engine=None) -> dict[str, An
 
     prompt_text = json.dumps([prompts.SENTIMENT_SYSTEM_PROMPT, prompts.SEED_SYSTEM_PROMPT,
                               prompts.CHAT_SYSTEM_PROMPT], ensure_ascii=False)
-    dirty = _git("status", "--porcelain", "--", "pipeline", "demo.py")
+    head = _git("rev-parse", "HEAD")
+    if head is None and os.environ.get("BENCH_SOURCE_COMMIT"):
+        # an exported tree (`git archive COMMIT`): the commit it came from, clean by construction
+        head, prompts_commit, dirty = os.environ["BENCH_SOURCE_COMMIT"], os.environ.get("BENCH_PROMPTS_COMMIT"), ""
+    else:
+        prompts_commit = _git("log", "-1", "--format=%H", "--", "pipeline/prompts.py")
+        dirty = _git("status", "--porcelain", "--", "pipeline", "demo.py", "webapi.py")
     info = {
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "git_head": _git("rev-parse", "HEAD"),
-        "prompts_commit": _git("log", "-1", "--format=%H", "--", "pipeline/prompts.py"),
+        "git_head": head,
+        "prompts_commit": prompts_commit,
         "pipeline_dirty": bool(dirty),
         "prompts_sha256": hashlib.sha256(prompt_text.encode()).hexdigest()[:16],
         "sentiment_system_prompt": prompts.SENTIMENT_SYSTEM_PROMPT,

@@ -4,7 +4,10 @@
     python -m bench.concurrency --url http://127.0.0.1:7860   (a server already running)
 
 Each client is a thread with its own HTTP connection sending --requests requests back to back (each
-level also stops at --level-budget seconds: bounded in count and in time). Texts are dev-set reviews.
+level also stops at --level-budget seconds: bounded in count and in time). Texts come from a fixed
+pool of --texts dev-set reviews, client k's i-th request taking text (k + i) mod pool size, so every
+level sends the same mix. The server's own model time per request (inference_time_ms.total) is
+recorded too, separating "the model got slower" from "requests waited longer".
 Any non-200, non-JSON, or reply without the expected fields is an error (there must be none).
 
 The limit: the engine runs one model call at a time (on 2 cores, two interleaved forwards are no
@@ -59,7 +62,7 @@ def run_level(url: str, clients: int, requests: int, budget: float, mode: str, t
             for i in range(requests):
                 if time.monotonic() > deadline:
                     break
-                text = texts[(k * requests + i) % len(texts)]
+                text = texts[(k + i) % len(texts)]  # every level sends each text equally often
                 t0 = time.perf_counter()
                 body, error = infer(client, url, text, mode, history)
                 ms = (time.perf_counter() - t0) * 1000
@@ -100,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--clients", default="1,4,8")
     p.add_argument("--requests", type=int, default=4, help="requests per client per level")
     p.add_argument("--level-budget", type=float, default=240, help="seconds per level at most")
+    p.add_argument("--texts", type=int, default=4, help="size of the text pool (dev-set reviews)")
     p.add_argument("--mode", default="emotion", choices=("emotion", "chat", "both"))
     p.add_argument("--history-turns", type=int, default=0, help="turns of history sent with each request")
     p.add_argument("--chat-max-new-tokens", type=int, default=32, help="CHAT_MAX_NEW_TOKENS for the server started here")
@@ -107,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--demo", type=Path, default=DEMO)
     args = p.parse_args(argv)
     levels = [int(x) for x in args.clients.split(",")]
-    texts = [t for t, _ in data.dev()]
+    # A fixed pool of dev-set reviews; with --requests a multiple of its size, every level sends the
+    # same mix, so levels differ only in concurrency.
+    texts = [t for t, _ in data.dev()][: args.texts]
     history = history_messages(args.history_turns) if args.history_turns else None
     server = None
     if args.url:
@@ -123,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         if server:
             server.wait_healthy(args.timeout)
-        run_level(url, 1, 2, 60, args.mode, texts[-4:], history)  # warm-up
+        run_level(url, 1, 2, 60, args.mode, [t for t, _ in data.dev()][-2:], history)  # warm-up
         rows = []
         for c in levels:
             row = run_level(url, c, args.requests, args.level_budget, args.mode, texts, history,

@@ -124,7 +124,8 @@ def _concurrency_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
         rows.append([f"/api/infer ({r['mode']}), {lv['clients']} client(s): throughput; p50 / p95; errors",
                      f"{_f(lv['throughput_rps'], '{:.2f} req/s')}; {_f(lv['p50_ms'], '{:.0f}')} / {_f(lv['p95_ms'], '{:.0f} ms')}; {lv['errors']} errors",
                      "—", f"{_f(lim.get('throughput_rps'), '{:.2f} req/s')}; p50 ≈ {_f(lim.get('p50_ms'), '{:.0f} ms')}; 0 errors",
-                     _f(lv.get("throughput_vs_single"), "{:.2f}× single-client throughput"), name])
+                     _f(lv.get("throughput_vs_single"), "{:.2f}× single-client throughput") + "; server model time median " +
+                     _f(lv.get("server_model_ms", {}).get("median"), "{:.0f} ms"), name])
     return rows
 
 

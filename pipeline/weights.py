@@ -66,7 +66,8 @@ def download(model_id: str, revision: str | None, folder: Path, room_for_fp32: b
     if not weight_bytes:
         raise WeightsError(f"{model_id} has no .safetensors weights on the hub; this tool converts safetensors only.")
     # The FP32 copy is at most twice the size of a BF16/FP16 checkpoint.
-    ensure_free_space(folder.parent, sum(s.size or 0 for s in files.values()) + (2 * weight_bytes if room_for_fp32 else 0))
+    needed = sum(s.size or 0 for s in files.values()) + (2 * weight_bytes if room_for_fp32 else 0)
+    ensure_free_space(folder.parent, needed)
     _download(model_id, info.sha, folder, sorted(files))
     manifest = {"model_id": model_id, "revision": info.sha, "source": _endpoint(),
                 "created_by": "python -m pipeline.weights", "files": _verify_download(folder, files)}
@@ -119,7 +120,8 @@ def verify(model_dir: Path) -> dict:
     _check_model_dir(model_dir)
     manifest = _read_manifest(model_dir)
     if not manifest.get("files"):
-        raise WeightsError(f"{model_dir} has no {MANIFEST}: make it with `python -m pipeline.weights --from-dir {model_dir}`.")
+        raise WeightsError(f"{model_dir} has no {MANIFEST}: make it with "
+                           f"`python -m pipeline.weights --from-dir {model_dir}`.")
     for name, meta in manifest["files"].items():
         path = model_dir / name
         if not path.is_file():
@@ -193,8 +195,9 @@ def _model_info(model_id: str, revision: str | None):
     except errors.HfHubHTTPError as exc:
         raise WeightsError(f"{where} answered with an error for {model_id}: {exc}") from None
     except errors.HTTPError as exc:  # transport level: DNS, refused, timeout, TLS
-        raise WeightsError(f"cannot reach {where} ({type(exc).__name__}: {exc}). No network? On an air-gapped "
-                           f"machine copy the model folder over and run `python -m pipeline.weights --from-dir DIR`.") from None
+        raise WeightsError(
+            f"cannot reach {where} ({type(exc).__name__}: {exc}). No network? On an air-gapped machine copy "
+            "the model folder over and run `python -m pipeline.weights --from-dir DIR`.") from None
 
 
 def _download(model_id: str, revision: str, staging: Path, names: list[str]) -> None:

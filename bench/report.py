@@ -17,6 +17,7 @@ from typing import Any
 from .common import BENCH_DIR, RESULTS_DIR
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+BENCHES = ("sentiment", "injection", "chat", "startup", "concurrency")
 POS, NEG = "正面", "负面"
 
 
@@ -24,9 +25,11 @@ def load_results(results_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for path in sorted(results_dir.glob("*.json")):
         try:
-            out.append((path, json.loads(path.read_text(encoding="utf-8"))))
+            r = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+        if isinstance(r, dict) and r.get("bench") in BENCHES:  # other tools' files may live here too
+            out.append((path, r))
     return out
 
 
@@ -150,7 +153,7 @@ def table(results: list[tuple[Path, dict[str, Any]]]) -> str:
         model = (items[0][1].get("provenance", {}).get("model") or {})
         kind = "real weights" if model.get("kind") == "real" else "random weights, exact config: cost only"
         out.append(f"### {tag} ({kind})\n")
-        out.append("| Figure | Ours | Seed method | Limit | Ours vs limit | Source |")
+        out.append("| Figure | Ours | Seed method (chat rows: bare forward loop) | Limit | Ours vs limit | Source |")
         out.append("|---|---|---|---|---|---|")
         notes, commits = [], set()
         order = {"sentiment": 0, "injection": 1, "chat": 2, "startup": 3, "concurrency": 4}
@@ -246,6 +249,7 @@ def plots(results: list[tuple[Path, dict[str, Any]]], out_dir: Path) -> list[Pat
                 a1.plot(cs, [x["throughput_rps"] or 0 for x in lv], "o-", label="measured")
                 if lv and lv[0].get("limit"):
                     a1.axhline(lv[0]["limit"]["throughput_rps"], ls="--", c="gray", label="single-client (limit)")
+                a1.set_ylim(bottom=0)
                 a1.set_xlabel("concurrent clients")
                 a1.set_ylabel("requests/s")
                 a1.legend(fontsize=8)

@@ -148,7 +148,7 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
     b, out = r.get("bench"), []
     share = (r.get("cpu_share") or {}).get("others")
     busy = f"other processes used {share:.0%} of the CPU during this run" if share is not None else None
-    if b == "sentiment" and r.get("floor") and r["methods"].get("ours"):
+    if b == "sentiment" and r.get("floor") and r.get("limits") and r.get("cost") and r["methods"].get("ours"):
         f, lim = r["floor"], r["limits"]
         tokens = r["methods"]["ours"]["tokens"]["median"]
         rows = lim["matmul"]["by_tokens"]

@@ -71,11 +71,12 @@ def test_report_table_from_results(tiny_engine, limits, tmp_path):
     items = [(text[:30], label) for text, label in data.heldout(2)]
     rows = sentiment.run_items(tiny_engine, items, ["ours", "seed"], sentiment.Deadline(300), progress=False)
     result = {"bench": "sentiment", "provenance": {"model": {"tag": "tiny-random", "kind": "random"}},
-              "split": {"items_run": 2, "heldout_n": 2}, "accuracy_meaningless": "random",
+              "split": {"items_run": 2, "heldout_n": 2}, "accuracy_meaningless": "random", "limits": limits,
+              "cost": machine.model_cost(tiny_engine.model).as_dict(),
               **sentiment.summarise(rows, ["ours", "seed"], tiny_engine, limits), "items": rows}
     (tmp_path / "sentiment-n2-tiny-random.json").write_text(json.dumps(result, ensure_ascii=False))
     text = report.table(report.load_results(tmp_path))
-    assert "Sentiment latency, median" in text
+    assert "Sentiment latency, median" in text and "its FLOP floor" in text
     readme = tmp_path / "README.md"
     report.write_readme(readme, text)
     report.write_readme(readme, text)

@@ -10,7 +10,9 @@ CPU" and "our Python around it".
 
 Ceiling for decode: this machine's memory read bandwidth (measured in the same run) divided by the
 bytes one decoded token must read: every FP32 weight except the embedding lookup (lm_head included)
-plus the KV cache of the context. Floor for the first token: the prompt's FLOPs divided by the
+plus the KV cache of the context. Also reported: the same bytes at the rate torch's own batch-1
+matrix-vector kernel streams weights on this machine (F.linear over 1 GiB of MLP-shaped matrices),
+which is what a decode step built from torch's kernels can reach. Floor for the first token: the prompt's FLOPs divided by the
 measured FP32 matmul throughput (prefill is compute-bound).
 """
 
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def timed():
         engine_run(engine, 1, 4)  # warm-up
         bare_run(engine, 1, 4)
-        measured = [machine.measure(engine.model, args.bandwidth_gib)]
+        measured = [machine.measure(engine.model, args.bandwidth_gib, gemv=True)]
         deadline, cpu = Deadline(args.time_budget), CpuShare()
         levels = []
         for turns in turns_list:
@@ -127,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     runs.append(engine_run(engine, turns, args.max_new_tokens))
             if runs:
                 levels.append((turns, runs, bares))
-            measured.append(machine.measure(engine.model, args.bandwidth_gib))
+            measured.append(machine.measure(engine.model, args.bandwidth_gib, gemv=True))
         return levels, measured, cpu.stop(), deadline.expired
 
     levels, measured, cpu_share, truncated = in_worker_thread(timed)
@@ -149,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "context": mid_context, "bandwidth_gbs": bw / 1e9,
                 "decode_tps": bw / cost.decode_bytes(mid_context),
                 "ttft_floor_ms": cost.forward_flops(prompt, 0, 1) / (limits["matmul"]["peak_gflops"] * 1e9) * 1000,
+                "gemv_gbs": limits.get("gemv_bandwidth", {}).get("best_gbs"),
+                "decode_tps_at_gemv_rate": (limits["gemv_bandwidth"]["best_gbs"] * 1e9 / cost.decode_bytes(mid_context))
+                if limits.get("gemv_bandwidth") else None,
             },
         }
         row["decode_fraction_of_ceiling"] = row["decode_tps"]["median"] / row["ceiling"]["decode_tps"] if row["decode_tps"].get("median") else None

@@ -153,20 +153,47 @@ def measure_bandwidth(gib: float = 1.5, reps: int = 6) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
+def measure_gemv_bandwidth(hidden: int, out_features: int, gib: float = 1.0, reps: int = 6) -> dict[str, Any]:
+    """Weight bytes streamed per second by torch's own batch-1 F.linear (matrix-vector), cycling through
+    enough [out x hidden] matrices (`gib` GiB) that none stays in cache: what a decode step can reach
+    with the kernels torch ships, as opposed to the plain sum's raw read bandwidth."""
+    per = out_features * hidden * 4
+    count = max(2, int(gib * 2**30 // per))
+    torch.manual_seed(0)
+    ws = [torch.randn(out_features, hidden) for _ in range(count)]
+    x = torch.randn(1, hidden)
+    try:
+        with torch.inference_mode():
+            times = _time(lambda: [F.linear(x, w) for w in ws], 0.0, reps)
+    finally:
+        del ws
+        gc.collect()
+    nbytes = per * count
+    return {"bytes": nbytes, "matrices": count, "best_gbs": nbytes / min(times) / 1e9,
+            "median_gbs": nbytes / statistics.median(times) / 1e9, "reps": len(times)}
+
+
 def best_of(*runs: dict[str, Any]) -> dict[str, Any]:
     """Per measured size, the best of several measurements (a machine's limit is its best)."""
     runs = [r for r in runs if r]
     rows = [max(group, key=lambda r: r["best_gflops"]) for group in zip(*(r["matmul"]["by_tokens"] for r in runs))]
     bw = max((r["bandwidth"] for r in runs), key=lambda b: b["best_gbs"])
-    return {"matmul": {**runs[0]["matmul"], "by_tokens": rows, "peak_gflops": max(r["best_gflops"] for r in rows)},
-            "bandwidth": bw, "measurements": len(runs)}
+    out = {"matmul": {**runs[0]["matmul"], "by_tokens": rows, "peak_gflops": max(r["best_gflops"] for r in rows)},
+           "bandwidth": bw, "measurements": len(runs)}
+    gemv = [r["gemv_bandwidth"] for r in runs if r.get("gemv_bandwidth")]
+    if gemv:
+        out["gemv_bandwidth"] = max(gemv, key=lambda b: b["best_gbs"])
+    return out
 
 
-def measure(model, bandwidth_gib: float = 1.5) -> dict[str, Any]:
-    """Matmul throughput on the model's MLP shape, and memory read bandwidth, measured now."""
+def measure(model, bandwidth_gib: float = 1.5, gemv: bool = False) -> dict[str, Any]:
+    """Matmul throughput on the model's MLP shape, and memory read bandwidth, measured now
+    (with gemv: also the bytes/s torch's batch-1 matrix-vector kernel streams)."""
     cost = model_cost(model)
-    return {"matmul": measure_matmul(cost.hidden, cost.intermediate),
-            "bandwidth": measure_bandwidth(bandwidth_gib)}
+    out = {"matmul": measure_matmul(cost.hidden, cost.intermediate), "bandwidth": measure_bandwidth(bandwidth_gib)}
+    if gemv:
+        out["gemv_bandwidth"] = measure_gemv_bandwidth(cost.hidden, cost.intermediate)
+    return out
 
 
 def main() -> None:
@@ -178,7 +205,7 @@ def main() -> None:
     model_dir, _ = resolve_model_dir(args)
     engine = load(model_dir, threads=args.threads)
     cost = model_cost(engine.model)
-    print(json.dumps({"cost": cost.as_dict(), **measure(engine.model)}, indent=1))
+    print(json.dumps({"cost": cost.as_dict(), **measure(engine.model, gemv=True)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -102,7 +102,9 @@ def _chat_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
                      _f(t["ttft_ms"].get("median") / c["ttft_floor_ms"] if t["ttft_ms"].get("median") else None, "{:.2f}× floor"), name])
         rows.append([f"Chat decode, {t['turns']} turn(s)", _f(t["decode_tps"].get("median"), "{:.2f} tok/s"),
                      _f(t["bare_decode_tps"].get("median"), "{:.2f} tok/s (bare loop)"), _f(c["decode_tps"], "{:.2f} tok/s"),
-                     _pct(t.get("decode_fraction_of_ceiling")) + " of ceiling (bare " + _pct(t.get("bare_fraction_of_ceiling")) + ")", name])
+                     _pct(t.get("decode_fraction_of_ceiling")) + " of ceiling (bare " + _pct(t.get("bare_fraction_of_ceiling")) + ")"
+                     + (f"; at torch's GEMV rate ({c['gemv_gbs']:.1f} GB/s) the ceiling is {c['decode_tps_at_gemv_rate']:.2f} tok/s"
+                        if c.get("decode_tps_at_gemv_rate") else ""), name])
     return rows
 
 
@@ -172,9 +174,11 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
             achieved = tps * c["bytes_per_token"] / 1e9
             out.append(
                 f"Chat, {t['turns']} turn(s): {tps:.2f} tok/s moves {achieved:.1f} GB/s of weights and KV against "
-                f"{c['bandwidth_gbs']:.1f} GB/s measured at best (a long sequential sum). A decode step is ~170 small "
-                f"matrix-vector products, each too short to reach streaming bandwidth on 2 threads, plus per-op "
-                f"dispatch; the bare forward loop gets {t['bare_decode_tps'].get('median') or 0:.2f} tok/s, so generate(), "
+                f"{c['bandwidth_gbs']:.1f} GB/s measured at best (a long sequential sum). A decode step is 169 "
+                f"matrix-vector products (7 per layer + lm_head)"
+                + (f", and torch's batch-1 F.linear streams weights at only {c['gemv_gbs']:.1f} GB/s here at best, a "
+                   f"ceiling of {c['decode_tps_at_gemv_rate']:.2f} tok/s" if c.get("gemv_gbs") else "")
+                + f"; plus per-op dispatch. The bare forward loop gets {t['bare_decode_tps'].get('median') or 0:.2f} tok/s, so generate(), "
                 f"the streamer and the thread add {max(0.0, 1 - tps / (t['bare_decode_tps'].get('median') or tps)):.0%}"
                 + (f"; {busy}." if busy else "."))
             break

@@ -292,10 +292,13 @@ def plots(results: list[tuple[Path, dict[str, Any]]], out_dir: Path) -> list[Pat
             rows = r["by_turns"]
             fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
             xs = list(range(len(rows)))
-            w = 0.27
-            a1.bar([x - w for x in xs], [t["decode_tps"].get("median") or 0 for t in rows], w, label="ours (engine.chat)")
-            a1.bar(xs, [t["bare_decode_tps"].get("median") or 0 for t in rows], w, label="bare forward loop")
-            a1.bar([x + w for x in xs], [t["ceiling"]["decode_tps"] for t in rows], w, label="ceiling: bandwidth / bytes")
+            w = 0.2
+            a1.bar([x - 1.5 * w for x in xs], [t["decode_tps"].get("median") or 0 for t in rows], w, label="ours (engine.chat)")
+            a1.bar([x - 0.5 * w for x in xs], [t["bare_decode_tps"].get("median") or 0 for t in rows], w, label="bare forward loop")
+            if all(t["ceiling"].get("decode_tps_at_gemv_rate") for t in rows):
+                a1.bar([x + 0.5 * w for x in xs], [t["ceiling"]["decode_tps_at_gemv_rate"] for t in rows], w,
+                       label="ceiling at torch's GEMV rate")
+            a1.bar([x + 1.5 * w for x in xs], [t["ceiling"]["decode_tps"] for t in rows], w, label="ceiling: bandwidth / bytes")
             a1.set_xticks(xs, [f"{t['turns']} turns\n{t['prompt_tokens']} tok" for t in rows])
             a1.set_ylabel("decode tokens/s")
             a1.legend(fontsize=8)

@@ -27,10 +27,11 @@ from typing import Any, AsyncIterator, Iterator, Mapping  # noqa: E402
 
 import anyio  # noqa: E402
 import gradio as gr  # noqa: E402
+from fastapi import APIRouter  # noqa: E402
 
 import pipeline  # noqa: E402
 from pipeline import LABEL_EMOJI, Mode, UserInputError  # noqa: E402
-from webapi import BUSY_MESSAGE, Cancelled, Job, ModelService, api_router  # noqa: E402
+from webapi import BUSY_MESSAGE, Cancelled, Job, ModelService, api_router, error  # noqa: E402
 
 log = logging.getLogger("demo")
 
@@ -137,9 +138,18 @@ _CODE = re.compile(r"(```[\s\S]*?(?:```|$)|`[^`\n]+`)")
 
 
 def as_text_markdown(text: str) -> str:
-    """Markdown that renders text's HTML tags as text rather than as HTML."""
+    """Markdown that renders text's HTML tags and Markdown images as text.
+
+    An image (`![alt](https://host/x.png)`, also reference-style) would make every viewer's browser
+    fetch its URL, a tracking pixel that a user or a prompted model could plant; its `[` is escaped,
+    so it shows as typed. Links stay links: nothing is fetched unless someone clicks.
+    """
     parts = _CODE.split(text)
-    return "".join(part if i % 2 else html.escape(part, quote=False) for i, part in enumerate(parts))
+    return "".join(part if i % 2 else _as_text(part) for i, part in enumerate(parts))
+
+
+def _as_text(part: str) -> str:
+    return html.escape(part, quote=False).replace("![", "!\\[")
 
 
 def label_text(sentiment) -> str:
@@ -238,7 +248,9 @@ def start_turn(service: ModelService, text: str, mode: str, session: Session, qu
     if queue_full():
         raise user_error(PAGE_BUSY_MESSAGE)
     try:
-        routed = engine.route(text or "", default=Mode(mode or Mode.BOTH))
+        if text is not None and not isinstance(text, str):
+            raise UserInputError(f"message must be a string, not {type(text).__name__}")
+        routed = engine.route(text or "", default=_mode(mode))
         message = engine.clean_text(routed.text, "message")
         engine.encode_user_text(message)
     except UserInputError as exc:
@@ -353,6 +365,14 @@ def _engine(service: ModelService):
         return service.require_engine()
     except UserInputError as exc:
         raise user_error(exc) from None
+
+
+def _mode(value) -> Mode:
+    """The page's mode switch value as a Mode (unset: both), or UserInputError naming the choices."""
+    try:
+        return Mode(value or Mode.BOTH)
+    except ValueError:
+        raise UserInputError(f"mode must be one of {', '.join(m.value for m in Mode)}, not {value!r}") from None
 
 
 def _labelled(turn: Turn) -> bool:
@@ -545,6 +565,30 @@ def build_demo(service: ModelService, queue_max_size: int | None = None) -> gr.B
 
 # -- serving ---------------------------------------------------------------------------------------------
 
+# Gradio's routes for files: /file= serves its upload and cache folders (shared by every Gradio app on
+# the machine) and fetches any public http(s) URL on the caller's behalf; /upload stores 1 MB files for
+# anyone, without limit. The page has no file inputs or outputs, so behind a share link these would only
+# serve strangers: they answer 404 before Gradio sees them.
+CLOSED_FILE_ROUTES = {
+    "/gradio_api/file={path:path}": ["GET", "HEAD"],
+    "/gradio_api/file/{path:path}": ["GET", "HEAD"],
+    "/gradio_api/upload": ["POST"],
+    "/gradio_api/upload_progress": ["GET"],
+}
+
+
+def closed_file_routes() -> list:
+    """Routes that answer Gradio's file and upload paths with 404, for mounting ahead of Gradio's own."""
+    router = APIRouter()
+
+    def no_files():
+        return error(404, "not found: this app serves no files")
+
+    for path, methods in CLOSED_FILE_ROUTES.items():
+        router.add_api_route(path, no_files, methods=methods, include_in_schema=False)
+    return list(router.routes)
+
+
 @dataclass
 class DemoApp:
     """The page, the Gradio API and the JSON API, sharing one model gate; launch() serves them."""
@@ -560,7 +604,7 @@ class DemoApp:
         s = self.settings
         # The JSON routes are handed to the FastAPI app Gradio builds, so launch() (and with it
         # --share's tunnel) serves them on the same port, ahead of Gradio's own routes.
-        app_kwargs = {"routes": list(api_router(self.service).routes)}
+        app_kwargs = {"routes": list(api_router(self.service).routes) + closed_file_routes()}
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
             app_kwargs=app_kwargs, theme=theme(), css=CSS, js=IME_GUARD_JS, show_error=False,

@@ -190,7 +190,7 @@ class ModelService:
         except (ValueError, RecursionError):
             raise UserInputError('the body is not valid JSON; send {"text": "..."}') from None
         if not isinstance(payload, dict):
-            raise UserInputError(f"the body must be a JSON object, not {type(payload).__name__}")
+            raise UserInputError(f"the body must be a JSON object, not {_json_type(payload)}")
         unknown = sorted(set(payload) - set(INFER_FIELDS))
         if unknown:
             raise UserInputError(f"unknown fields {', '.join(unknown)}; expected {', '.join(INFER_FIELDS)}")
@@ -244,7 +244,12 @@ def _json_type(value: Any) -> str:
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The API's error shape: {"error": message}."""
+    """The API's error shape: {"error": message}.
+
+    A message may quote the caller's input (e.g. an unknown field's name), which JSON lets hold lone
+    surrogates that UTF-8 cannot encode: those are written as \\udXXX escapes.
+    """
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 

@@ -1,4 +1,5 @@
-"""Helpers for tests that serve the app in-process: a free loopback port, launch, and bounded waits."""
+"""Helpers for tests that serve the app in-process: a free loopback port, launch, bounded waits, and
+engine wrappers that record what reached the model or slow it down."""
 
 from __future__ import annotations
 
@@ -57,3 +58,76 @@ def _health(url: str) -> int | None:
         return httpx.get(f"{url}/healthz", timeout=5).status_code
     except httpx.TransportError:
         return None
+
+
+class RecordingEngine:
+    """An engine (real or fake) that also records what reached the model.
+
+    `classified`: (text, token ids) of each classify; `prompts`: the prompt ids of each chat, as the
+    engine builds them. Everything else is the wrapped engine's own, counters included.
+    """
+
+    def __init__(self, engine):
+        self._engine = engine
+        self._record_lock = threading.Lock()
+        self.classified: list[tuple[str, list[int]]] = []
+        self.prompts: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def classify(self, text):
+        result = self._engine.classify(text)
+        clean = self._engine.clean_text(text)
+        with self._record_lock:
+            self.classified.append((clean, self._engine.encode_user_text(clean)))
+        return result
+
+    def chat(self, history, message, max_new_tokens=None):
+        stream = self._engine.chat(history, message, max_new_tokens)
+        prompt, _ = self._engine.build_chat_prompt(history, message)
+        with self._record_lock:
+            self.prompts.append(prompt)
+        return stream
+
+    def forget(self) -> None:
+        with self._record_lock:
+            self.classified.clear()
+            self.prompts.clear()
+
+
+class PacedModel:
+    """Makes a real engine's model slow and long-winded, so a test can act mid-generation.
+
+    Each forward pass first waits up to `per_token_s` (no wait once `release` is set), and the
+    end-of-turn tokens get no probability, so a reply runs to the engine's token limit unless it is
+    cancelled. `forwards` counts the passes: prefill + one per generated token. Use as a context manager.
+    """
+
+    def __init__(self, engine, per_token_s: float = 0.02):
+        self.model = engine.model
+        self.eos_ids = sorted(engine.eos_ids)
+        self.per_token_s = per_token_s
+        self.release = threading.Event()
+        self.forwards = 0
+        self._hooks: list = []
+
+    def _before(self, module, args, kwargs):
+        self.forwards += 1
+        self.release.wait(self.per_token_s)
+
+    def _after(self, module, args, kwargs, output):
+        output.logits[..., self.eos_ids] = float("-inf")
+        return output
+
+    def __enter__(self) -> "PacedModel":
+        self.release.clear()
+        self.forwards = 0
+        self._hooks = [self.model.register_forward_pre_hook(self._before, with_kwargs=True),
+                       self.model.register_forward_hook(self._after, with_kwargs=True)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []

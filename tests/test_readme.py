@@ -15,6 +15,17 @@ def test_settings_table_matches_the_code():
     assert markdown_table() in README, "regenerate with: python -c 'from pipeline.settings import markdown_table; print(markdown_table())'"
 
 
+def test_serving_settings_table_matches_the_code():
+    import demo
+
+    assert demo.AppSettings.markdown_table() in README, "regenerate with: python -c 'import demo; print(demo.AppSettings.markdown_table())'"
+
+
+def test_readme_screenshot_is_a_png():
+    for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README):
+        assert (ROOT / target).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", target
+
+
 def test_ci_runs_the_readmes_test_command():
     assert "bash scripts/test.sh" in README
     ci = (ROOT / ".ci" / "run").read_text()

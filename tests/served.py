@@ -64,7 +64,8 @@ class RecordingEngine:
     """An engine (real or fake) that also records what reached the model.
 
     `classified`: (text, token ids) of each classify; `prompts`: the prompt ids of each chat, as the
-    engine builds them. Everything else is the wrapped engine's own, counters included.
+    engine builds them; `chatted`: each chat's message. Everything else is the wrapped engine's own,
+    counters included.
     """
 
     def __init__(self, engine):
@@ -72,6 +73,7 @@ class RecordingEngine:
         self._record_lock = threading.Lock()
         self.classified: list[tuple[str, list[int]]] = []
         self.prompts: list[list[int]] = []
+        self.chatted: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
@@ -88,12 +90,14 @@ class RecordingEngine:
         prompt, _ = self._engine.build_chat_prompt(history, message)
         with self._record_lock:
             self.prompts.append(prompt)
+            self.chatted.append(message)
         return stream
 
     def forget(self) -> None:
         with self._record_lock:
             self.classified.clear()
             self.prompts.clear()
+            self.chatted.clear()
 
 
 class PacedModel:

@@ -1,0 +1,90 @@
+"""Long session: N chat turns in one page session; prompt size against the budget and RSS per turn.
+
+    python -m bench.long_session --shape tiny
+    python -m bench.long_session --model-dir DIR [--turns 50] [--max-new-tokens 64]
+
+The turns go through the page's own callbacks (demo.start_turn / label_step / reply_step on one
+Session, as one browser tab), so the session's chat and history grow as they do for a user. After
+each turn: resident memory (psutil RSS, after a gc), the prompt's tokens, how many old messages
+the engine dropped to stay within HISTORY_TOKEN_BUDGET. The growth figure is the largest RSS after
+the warm-up turns over the RSS at the end of the warm-up. Writes bench/results/long-session-<model>.json.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+from bench import common
+
+MESSAGES = ["你好，我们聊聊天吧。", "今天的天气怎么样？", "给我讲一个关于猫的故事。", "这家餐厅的菜太咸了，很失望。",
+            "推荐一本好看的科幻小说。", "我刚跑完五公里，感觉很棒！", "怎么学好编程？", "周末去哪里玩比较好？"]
+
+
+def rss_bytes() -> int:
+    import psutil
+
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def run_session(engine, turns: int = 50, warmup: int = 5) -> dict[str, Any]:
+    """Chat `turns` times in one page session; per-turn figures and the RSS growth after warm-up."""
+    import demo
+    from webapi import ModelService
+
+    service, session = ModelService(engine, queue_max_size=4), demo.Session()
+    budget = engine.settings.history_token_budget
+    rows, errors = [], []
+    for turn in range(turns):
+        text = f"{MESSAGES[turn % len(MESSAGES)]}（第 {turn + 1} 轮）"
+        prompt, dropped = engine.build_chat_prompt(list(session.history), text)
+        started = time.perf_counter()
+        try:
+            demo.start_turn(service, text, "both", session)
+            demo.label_step(service, session)
+            for _ in demo.reply_step(service, session):
+                pass
+        except Exception as exc:  # noqa: BLE001 - recorded; the caller decides
+            errors.append(f"turn {turn + 1}: {exc!r}")
+        rows.append({"turn": turn + 1, "ms": round((time.perf_counter() - started) * 1000, 1),
+                     "prompt_tokens": len(prompt), "history_messages": len(session.history),
+                     "dropped_messages": dropped, "rss_mb": round(rss_bytes() / 2**20, 2)})
+    after_warmup = rows[warmup - 1]["rss_mb"] if 0 < warmup <= len(rows) else rows[0]["rss_mb"]
+    peak = max(r["rss_mb"] for r in rows[warmup:]) if len(rows) > warmup else after_warmup
+    system = len(engine._chat_system_ids)
+    return {
+        "turns": turns, "warmup_turns": warmup, "errors": errors,
+        "history_token_budget": budget, "context_window": engine.context_window,
+        "chat_max_new_tokens": engine.settings.chat_max_new_tokens, "system_prompt_tokens": system,
+        "max_prompt_tokens": max(r["prompt_tokens"] for r in rows),
+        "max_conversation_tokens": max(r["prompt_tokens"] for r in rows) - system,
+        "first_turn_dropping": next((r["turn"] for r in rows if r["dropped_messages"]), None),
+        "rss_after_warmup_mb": after_warmup, "rss_peak_after_warmup_mb": peak,
+        "rss_growth_ratio": round(peak / after_warmup, 4),
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = common.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--turns", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="chat reply limit (default: the setting)")
+    args = p.parse_args(argv)
+    model_dir, model = common.resolve_model_dir(args)
+    overrides = {"chat_max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    engine = common.load(model_dir, threads=args.threads, **overrides)
+    result = run_session(engine, args.turns, args.warmup)
+    result = {"bench": "long-session", "provenance": common.provenance(model, engine), **result}
+    common.write_result(common.result_path(args, "long-session", model), result)
+    print(f"{args.turns} turns, {len(result['errors'])} errors; prompt at most {result['max_prompt_tokens']} tokens "
+          f"(budget {result['history_token_budget']} + system {result['system_prompt_tokens']}); "
+          f"RSS {result['rss_after_warmup_mb']:.0f} MB after warm-up, peak {result['rss_peak_after_warmup_mb']:.0f} MB "
+          f"(x{result['rss_growth_ratio']:.3f})")
+    return 0 if not result["errors"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -161,7 +161,7 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
             f"a review runs about {tokens:.0f} tokens, where the same matmul reaches {at['best_gflops']:.0f} GFLOP/s "
             f"(T={at['tokens']}): with few rows the GEMM kernel's packing and the split over 2 threads cost more than the "
             f"arithmetic, so at the review's size the floor is {f['floor_at_size_ms']['median']:.0f} ms (and one pass over "
-            f"the {r['cost']['decode_weight_bytes'] / 1e9:.2f} GB of weights needs at least {f['weight_read_ms']:.0f} ms at the "
+            f"the {(r['cost']['decode_weight_bytes'] - 4 * r['cost']['vocab'] * r['cost']['hidden']) / 1e9:.2f} GB of weights it reads needs at least {f['weight_read_ms']:.0f} ms at the "
             f"best measured bandwidth). The rest: attention over the {f['prefix_tokens']}-token cached prefix and the copy of "
             f"its KV cache, norms/rotary/activations, per-op dispatch in Python at batch 1"
             + (f", and {busy}." if busy else "."))

@@ -8,9 +8,9 @@ from typing import Sequence
 
 import torch
 
-from .chat_format import encode_pieces
+from .chat_format import encode_pieces, encode_text
 from .errors import WeightsNotFoundError
-from .prompts import LABELS
+from .prompts import CALIBRATION_TEXTS, LABELS
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class SentimentScorer:
     """
 
     def __init__(self, model, tokenizer, system_prompt: str, examples: Sequence[tuple[str, str]] = (),
-                 labels: Sequence[str] = LABELS):
+                 labels: Sequence[str] = LABELS, calibrate: bool = False):
         self.model = model
         self.labels = tuple(labels)
         messages = [{"role": "system", "content": system_prompt}]
@@ -46,9 +46,20 @@ class SentimentScorer:
         if len(set(self.label_token_ids)) != len(self.labels):
             raise WeightsNotFoundError(
                 f"labels {self.labels} share a first token in this tokenizer; they cannot be scored apart")
+        # Only the labels' rows of the output head are ever needed: scoring two rows instead of the
+        # whole vocabulary saves reading the head's weights (vocab x hidden, ~0.5 GB) per request.
+        head = model.get_output_embeddings()
+        self._label_head = head.weight[self.label_token_ids].detach().clone()
+        self._label_head_bias = None if head.bias is None else head.bias[self.label_token_ids].detach().clone()
         with torch.inference_mode():
-            out = model(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
+            out = model.base_model(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
         self._prefix_cache = out.past_key_values
+        # The label bias on content-free inputs, in log-probabilities; zero when not calibrating.
+        self.bias = torch.zeros(len(self.labels))
+        if calibrate:
+            self.bias = torch.stack([
+                torch.log_softmax(self.label_logits(encode_text(tokenizer, text)), -1) for text in CALIBRATION_TEXTS
+            ]).mean(0)
 
     def label_logits(self, text_ids: Sequence[int], use_prefix_cache: bool = True) -> torch.Tensor:
         """Next-token logits of each label after the user's text (one forward, last position only)."""
@@ -56,16 +67,17 @@ class SentimentScorer:
         with torch.inference_mode():
             if use_prefix_cache:
                 # The cache object grows in place during a forward, so each request gets its own copy.
-                out = self.model(
-                    input_ids=torch.tensor([body]), past_key_values=copy.deepcopy(self._prefix_cache),
-                    use_cache=True, logits_to_keep=1)
+                out = self.model.base_model(
+                    input_ids=torch.tensor([body]), past_key_values=copy.deepcopy(self._prefix_cache), use_cache=True)
             else:
-                out = self.model(input_ids=torch.tensor([self.prefix_ids + body]), use_cache=False, logits_to_keep=1)
-        return out.logits[0, -1, self.label_token_ids].float()
+                out = self.model.base_model(input_ids=torch.tensor([self.prefix_ids + body]), use_cache=False)
+            last_hidden = out.last_hidden_state[0, -1]
+            logits = torch.nn.functional.linear(last_hidden, self._label_head, self._label_head_bias)
+        return logits.float()
 
     def parse(self, logits: torch.Tensor, latency_ms: float) -> Sentiment:
-        """The label with the highest score; confidence is its softmax probability among the labels."""
-        probs = torch.softmax(logits, dim=-1).tolist()
+        """The label with the highest calibrated score; confidence is its probability among the labels."""
+        probs = torch.softmax(torch.log_softmax(logits, -1) - self.bias, dim=-1).tolist()
         best = max(range(len(self.labels)), key=probs.__getitem__)
         return Sentiment(self.labels[best], probs[best], latency_ms, dict(zip(self.labels, probs)))
 

@@ -81,3 +81,16 @@ def test_report_table_from_results(tiny_engine, limits, tmp_path):
     report.write_readme(readme, text)
     report.write_readme(readme, text)
     assert readme.read_text().count(report.START) == 1
+
+
+def test_prompt_dev_margins_agree_with_classify_and_thresholds_score_right(tiny_engine):
+    from bench import prompt_dev
+
+    items = [(text[:30], label) for text, label in data.dev(4)]
+    margins = prompt_dev.margins(tiny_engine, tiny_engine.sentiment, items)
+    for (text, _), margin in zip(items, margins):
+        assert (margin > 0) == (tiny_engine.classify(text).label == "正面")
+    gold = ["正面", "负面", "正面"]
+    assert prompt_dev.accuracy([1.0, -1.0, -0.5], gold) == pytest.approx(2 / 3)
+    assert prompt_dev.accuracy([1.0, -1.0, -0.5], gold, threshold=-0.7) == 1.0
+    assert prompt_dev.best_threshold([1.0, -1.0, -0.5], gold) == -1.0  # the highest margin still called negative

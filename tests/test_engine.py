@@ -32,6 +32,16 @@ def test_cached_prefix_scores_equal_uncached(tiny_engine, text):
     assert torch.allclose(cached, uncached, atol=1e-4), (cached, uncached)
 
 
+def test_label_rows_equal_the_full_models_logits_at_the_label_tokens(tiny_engine):
+    scorer = tiny_engine.sentiment
+    ids = scorer.prefix_ids + tiny_engine.encode_user_text("包装很好，物流也快") + scorer.suffix_ids
+    with torch.inference_mode():
+        full = tiny_engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    expected = full[scorer.label_token_ids]
+    got = scorer.label_logits(tiny_engine.encode_user_text("包装很好，物流也快"), use_prefix_cache=False)
+    assert torch.allclose(got, expected, atol=1e-5), (got, expected)
+
+
 def test_prefix_cache_is_not_mutated_by_requests(tiny_engine):
     scorer = tiny_engine.sentiment
     length_before = scorer._prefix_cache.get_seq_length()
@@ -352,3 +362,26 @@ def test_chat_cancelled_while_waiting_for_the_model_never_runs(tiny_engine):
         stream.cancel()
     assert list(stream) == []
     assert stream.finish_reason == "cancelled" and stream.new_tokens == 0
+
+
+def test_contextual_calibration_makes_content_free_inputs_neutral(tiny_engine):
+    import math
+
+    from pipeline.prompts import CALIBRATION_TEXTS
+
+    from pipeline.sentiment import SentimentScorer
+
+    scorer = SentimentScorer(tiny_engine.model, tiny_engine.tokenizer, "s", calibrate=True)
+    assert scorer.bias.abs().sum() > 0  # a random model has some label bias to remove
+    log_ratios = []
+    for text in CALIBRATION_TEXTS:
+        scores = scorer.parse(scorer.label_logits(tiny_engine.encode_user_text(text) if text else []), 0.0).scores
+        log_ratios.append(math.log(scores[LABELS[0]] / scores[LABELS[1]]))
+    assert sum(log_ratios) / len(log_ratios) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_the_engines_scorer_is_uncalibrated(tiny_engine):
+    # Calibration did not raise dev accuracy (bench/prompt_dev.py), so the engine reports raw scores.
+    scorer = tiny_engine.sentiment
+    logits = scorer.label_logits(tiny_engine.encode_user_text("很好"))
+    assert scorer.parse(logits, 0.0).scores[LABELS[0]] == pytest.approx(torch.softmax(logits, -1)[0].item(), abs=1e-6)

@@ -420,7 +420,11 @@ async def chat_api(service: ModelService, message: str, history: list | None = N
         engine.encode_user_text(engine.clean_text(message, "message"))
         await _take_model(service, job)
         stream = job.attach(await anyio.to_thread.run_sync(engine.chat, history or [], message))
+        answered = False
         while await anyio.to_thread.run_sync(next, stream, None, abandon_on_cancel=True) is not None:
+            answered = True
+            yield stream.text
+        if not answered:  # the model ended its turn at once: the answer is "", not a missing one
             yield stream.text
     except UserInputError as exc:
         raise user_error(exc) from None

@@ -11,6 +11,14 @@ import pipeline
 from pipeline.synthetic import build_model_dir
 
 
+@pytest.fixture(autouse=True)
+def _seeded_sampling():
+    """The tiny model samples its replies: a fixed seed per test makes a reply independent of test order."""
+    import torch
+
+    torch.manual_seed(20261123)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny randomly initialised Qwen2ForCausalLM with a trained ChatML tokenizer, on disk."""

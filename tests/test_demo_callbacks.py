@@ -314,6 +314,15 @@ def test_the_named_api_functions():
     assert [name for name, _ in engine.calls].count("chat") == 1  # the bad history never reached the model
 
 
+def test_the_named_chat_api_answers_an_empty_reply_with_empty_text():
+    service = service_for(FakeEngine(reply_pieces=[]))
+
+    async def collect(agen):
+        return [item async for item in agen]
+
+    assert asyncio.run(collect(demo.chat_api(service, "hi"))) == [""]
+
+
 def test_the_demo_runs_model_events_one_at_a_time_in_a_bounded_queue():
     app = demo.create_app(FakeEngine(), demo.AppSettings(queue_max_size=3))
     fns = {fn.name: fn for fn in app.demo.fns.values()}

@@ -383,11 +383,39 @@ def _accuracy_plot(plt, save, r, injection, tag):
     save(fig, f"accuracy-{tag}.png")
 
 
-def write_readme(readme: Path, text: str) -> None:
-    body = readme.read_text(encoding="utf-8") if readme.is_file() else f"# Benchmarks\n\n{START}\n{END}\n"
-    if START not in body or END not in body:
-        body = body.rstrip() + f"\n\n{START}\n{END}\n"
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: f"{START}\n{text}\n{END}", body, flags=re.S)
+# The headline rows the project's README shows (the full table stays in bench/README.md).
+SUMMARY_START, SUMMARY_END = "<!-- bench:summary:start -->", "<!-- bench:summary:end -->"
+SUMMARY_ROWS = ("Sentiment latency, median (200", "Accuracy, raw labels (200)", "Accuracy, raw labels (1000)",
+                "Accuracy on hand-read", "Injection", "Chat TTFT, 1 turn", "Chat decode, 1 turn", "Start-up",
+                "Peak RSS while loading", "Peak RSS while serving", "/api/infer (emotion), 8 client")
+
+
+def summary(results: list[tuple[Path, dict[str, Any]]]) -> str:
+    """The real-weights rows of the table that the README shows, one of each kind, in table order."""
+    lines, seen, in_real = [], set(), False
+    for line in table(results).splitlines():
+        if line.startswith("### "):
+            in_real = line.endswith("(real weights)") and not seen
+            if in_real:
+                lines += [line.replace("### ", "Measured here on ").rstrip() + ":", ""]
+            continue
+        if not in_real:
+            continue
+        if line.startswith("| Figure") or line.startswith("|---"):
+            lines.append(line)
+            continue
+        key = next((k for k in SUMMARY_ROWS if line.startswith("| " + k)), None)
+        if key and key not in seen:
+            seen.add(key)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, text: str, start: str = START, end: str = END) -> None:
+    body = readme.read_text(encoding="utf-8") if readme.is_file() else f"# Benchmarks\n\n{start}\n{end}\n"
+    if start not in body or end not in body:
+        body = body.rstrip() + f"\n\n{start}\n{end}\n"
+    new = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: f"{start}\n{text}\n{end}", body, flags=re.S)
     readme.write_text(new, encoding="utf-8")
 
 
@@ -395,6 +423,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", type=Path, default=RESULTS_DIR)
     p.add_argument("--readme", type=Path, default=BENCH_DIR / "README.md")
+    p.add_argument("--project-readme", type=Path, default=BENCH_DIR.parent / "README.md",
+                   help="the README whose summary block gets the headline rows")
     p.add_argument("--stdout", action="store_true", help="print the table instead of writing the README")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args()
@@ -405,6 +435,9 @@ def main() -> None:
     else:
         write_readme(args.readme, text)
         print(f"updated {args.readme}")
+        if args.project_readme.is_file() and SUMMARY_START in args.project_readme.read_text(encoding="utf-8"):
+            write_readme(args.project_readme, summary(results), SUMMARY_START, SUMMARY_END)
+            print(f"updated {args.project_readme}")
     if not args.no_plots:
         for path in plots(results, args.results):
             print(f"wrote {path}")

@@ -94,3 +94,13 @@ def test_prompt_dev_margins_agree_with_classify_and_thresholds_score_right(tiny_
     assert prompt_dev.accuracy([1.0, -1.0, -0.5], gold) == pytest.approx(2 / 3)
     assert prompt_dev.accuracy([1.0, -1.0, -0.5], gold, threshold=-0.7) == 1.0
     assert prompt_dev.best_threshold([1.0, -1.0, -0.5], gold) == -1.0  # the highest margin still called negative
+
+
+def test_project_readme_headline_rows_are_the_reports():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split(report.SUMMARY_START)[1].split(report.SUMMARY_END)[0].strip()
+    assert block == report.summary(report.load_results(root / "bench" / "results")).strip(), \
+        "regenerate with: python -m bench.report"

@@ -38,7 +38,7 @@ export CONTAINERS_CONF="$WORK/containers.conf"
 # 1. The base: Debian bookworm minbase with python3 (3.11) and venv, standing in for python:3.11-slim.
 if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
   mirror=${MIRROR:-$(grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-    | grep -v security | head -n1 | tr -d ' ')}
+    | grep -v security | head -n1 | tr -d ' ' || true)}
   mirror=${mirror:-http://deb.debian.org/debian}
   log "debootstrapping $BASE_IMAGE from $mirror"
   rm -rf "$WORK/rootfs"

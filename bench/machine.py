@@ -26,6 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pipeline.packing import PackedLinear, packing_available
+
 
 @dataclass(frozen=True)
 class ModelCost:
@@ -77,29 +79,43 @@ class ModelCost:
         return d
 
 
+def _packed_weights(module) -> dict[str, torch.Tensor]:
+    """{module name: weight} of the PackedLinear layers (their weights are not parameters)."""
+    return {name: m.packed_weight for name, m in module.named_modules() if isinstance(m, PackedLinear)}
+
+
 def model_cost(model) -> ModelCost:
+    """Counts from the loaded model, whether or not its linear layers are packed (pipeline.packing)."""
     cfg = model.config
     emb = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight
-    tied = head.data_ptr() == emb.data_ptr()
+    head_module = model.get_output_embeddings()
+    if isinstance(head_module, PackedLinear):  # a packed head is its own copy even when the model ties it
+        tied, head_numel = bool(getattr(cfg, "tie_word_embeddings", False)), head_module.packed_weight.numel()
+    else:
+        tied, head_numel = head_module.weight.data_ptr() == emb.data_ptr(), head_module.weight.numel()
     seen, total = set(), 0
     for p in model.parameters():
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             total += p.numel()
+    if isinstance(head_module, PackedLinear) and not tied:
+        total += head_numel
     linear = other = 0
     for name, p in model.model.layers.named_parameters():
         if p.dim() == 2 or name.endswith(".bias"):
             linear += p.numel()
         else:
             other += p.numel()
+    packed_layers = _packed_weights(model.model.layers)
+    linear += sum(w.numel() for w in packed_layers.values())
+    total += sum(w.numel() for w in packed_layers.values())
     other += sum(p.numel() for p in model.model.norm.parameters())
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     return ModelCost(
         layers=cfg.num_hidden_layers, hidden=cfg.hidden_size, intermediate=cfg.intermediate_size, heads=heads,
         kv_heads=cfg.num_key_value_heads, head_dim=head_dim, vocab=emb.shape[0], tied=tied,
-        params_total=total, params_embedding=emb.numel(), params_lm_head=0 if tied else head.numel(),
+        params_total=total, params_embedding=emb.numel(), params_lm_head=0 if tied else head_numel,
         params_layers_linear=linear, params_other=other)
 
 
@@ -113,22 +129,40 @@ def _time(fn, min_seconds: float, max_reps: int) -> list[float]:
     return times
 
 
+def linear_kernels(w: torch.Tensor) -> dict[str, Any]:
+    """The FP32 linear kernels this torch offers for weight w: torch's F.linear (a stock nn.Linear), and
+    the oneDNN-packed one that the engine uses (pipeline.packing) where this build has it."""
+    kernels = {"F.linear": lambda x: F.linear(x, w)}
+    if packing_available():
+        linear = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+        linear.weight.data = w
+        kernels["onednn_packed"] = PackedLinear(linear)
+    return kernels
+
+
 def measure_matmul(hidden: int, out_features: int, tokens=(1, 8, 16, 32, 64, 128, 256, 512),
                    min_seconds: float = 0.4, max_reps: int = 200) -> dict[str, Any]:
-    """FP32 GFLOP/s of x[T, hidden] @ W[out, hidden]^T (F.linear, as nn.Linear runs) for each T."""
+    """FP32 GFLOP/s of x[T, hidden] @ W[out, hidden]^T for each T, with each kernel torch offers here
+    (F.linear, as a stock nn.Linear runs; oneDNN-packed, as the engine runs); best_gflops is the best
+    kernel's, since a floor should use the fastest arithmetic the machine can do."""
     torch.manual_seed(0)
     w = torch.randn(out_features, hidden)
+    kernels = linear_kernels(w)
     rows = []
     with torch.inference_mode():
         for t in tokens:
             x = torch.randn(t, hidden)
-            times = _time(lambda: F.linear(x, w), min_seconds, max_reps)
             flops = 2.0 * t * hidden * out_features
-            rows.append({"tokens": t, "best_gflops": flops / min(times) / 1e9,
-                         "median_gflops": flops / statistics.median(times) / 1e9, "reps": len(times)})
+            by_kernel = {}
+            for name, fn in kernels.items():
+                times = _time(lambda: fn(x), min_seconds, max_reps)
+                by_kernel[name] = {"best_gflops": flops / min(times) / 1e9,
+                                   "median_gflops": flops / statistics.median(times) / 1e9, "reps": len(times)}
+            best = max(by_kernel, key=lambda k: by_kernel[k]["best_gflops"])
+            rows.append({"tokens": t, **by_kernel[best], "kernel": best, "by_kernel": by_kernel})
     peak = max(r["best_gflops"] for r in rows)
     return {"shape": f"[T x {hidden}] @ [{hidden} x {out_features}]", "by_tokens": rows, "peak_gflops": peak,
-            "threads": torch.get_num_threads()}
+            "kernels": list(kernels), "threads": torch.get_num_threads()}
 
 
 def matmul_gflops_at(matmul: dict[str, Any], tokens: int, key: str = "best_gflops") -> float:
@@ -154,23 +188,35 @@ def measure_bandwidth(gib: float = 1.5, reps: int = 6) -> dict[str, Any]:
 
 
 def measure_gemv_bandwidth(hidden: int, out_features: int, gib: float = 1.0, reps: int = 6) -> dict[str, Any]:
-    """Weight bytes streamed per second by torch's own batch-1 F.linear (matrix-vector), cycling through
-    enough [out x hidden] matrices (`gib` GiB) that none stays in cache: what a decode step can reach
-    with the kernels torch ships, as opposed to the plain sum's raw read bandwidth."""
+    """Weight bytes streamed per second by a batch-1 linear (matrix-vector), cycling through enough
+    [out x hidden] matrices (`gib` GiB) that none stays in cache: what a decode step can reach with
+    each kernel (F.linear; oneDNN-packed where available), as opposed to the plain sum's read rate.
+    best_gbs is the best kernel's."""
     per = out_features * hidden * 4
     count = max(2, int(gib * 2**30 // per))
     torch.manual_seed(0)
     ws = [torch.randn(out_features, hidden) for _ in range(count)]
     x = torch.randn(1, hidden)
+    nbytes = per * count
+    by_kernel = {}
     try:
         with torch.inference_mode():
             times = _time(lambda: [F.linear(x, w) for w in ws], 0.0, reps)
+            by_kernel["F.linear"] = {"best_gbs": nbytes / min(times) / 1e9,
+                                     "median_gbs": nbytes / statistics.median(times) / 1e9, "reps": len(times)}
+            if packing_available():
+                packed = [linear_kernels(w)["onednn_packed"] for w in ws]
+                del ws
+                times = _time(lambda: [f(x) for f in packed], 0.0, reps)
+                by_kernel["onednn_packed"] = {"best_gbs": nbytes / min(times) / 1e9,
+                                              "median_gbs": nbytes / statistics.median(times) / 1e9,
+                                              "reps": len(times)}
+                del packed
     finally:
-        del ws
+        ws = packed = None
         gc.collect()
-    nbytes = per * count
-    return {"bytes": nbytes, "matrices": count, "best_gbs": nbytes / min(times) / 1e9,
-            "median_gbs": nbytes / statistics.median(times) / 1e9, "reps": len(times)}
+    best = max(by_kernel, key=lambda k: by_kernel[k]["best_gbs"])
+    return {"bytes": nbytes, "matrices": count, **by_kernel[best], "kernel": best, "by_kernel": by_kernel}
 
 
 def best_of(*runs: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,12 @@
   template, `model.generate(max_new_tokens=5, do_sample=False)`, the new tokens decoded, and the label
   read from the text ("正面" if it appears, else "负面" if it appears, else unparsed).
 
-Both run on the same loaded model, with the same torch threads, under torch.inference_mode; both are
-timed from the raw text to the label (tokenization and parsing included).
+Both are timed from the raw text to the label (tokenization and parsing included), with the same
+torch threads, under torch.inference_mode. The seed runs on the model as transformers loads it (torch's
+own weight layout: the usual way); ours runs on the engine as the app loads it, whose linear layers
+are oneDNN-packed (pipeline/packing.py). Two more variants split the gain between the two changes:
+the seed on the packed model, and ours with packing off (PACK_WEIGHTS=0). `VARIANTS` says which
+method runs on which engine ("packed": as the app loads it; "stock": pack_weights=False).
 """
 
 from __future__ import annotations
@@ -72,3 +76,13 @@ def seed(engine, text: str, max_new_tokens: int = 5) -> Prediction:
 
 
 METHODS = {"ours": ours, "seed": seed}
+# name: (method, engine it runs on)
+VARIANTS = {"ours": ("ours", "packed"), "seed": ("seed", "stock"),
+            "seed_packed": ("seed", "packed"), "ours_stock": ("ours", "stock")}
+
+
+def run_variant(name: str, engines: dict, text: str) -> Prediction:
+    """One variant on its engine; with only one engine given, every variant runs on that one."""
+    method, kind = VARIANTS[name]
+    engine = engines.get(kind) or next(iter(engines.values()))
+    return METHODS[method](engine, text)

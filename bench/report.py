@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,11 @@ def _sentiment_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
         ms = seed["metrics"] if seed else {}
         rows.append([f"Accuracy, raw labels ({n})", _pct(mo.get("accuracy")), _pct(ms.get("accuracy")), "100%",
                      f"seed unparsed: {ms.get('unparsed', '—')}", name])
+        pair = paired_comparison(r)
+        if pair:
+            rows.append([f"Paired, same items ({n}): right by one method only", str(pair["ours_only"]),
+                         str(pair["seed_only"]), "",
+                         f"both right {pair['both']}, both wrong {pair['neither']}; exact McNemar p = {pair['p']:.2f}", name])
         for label, en in ((POS, "positive"), (NEG, "negative")):
             rows.append([f"F1 {label} ({en})", _f(mo.get("per_class", {}).get(label, {}).get("f1"), "{:.3f}"),
                          _f(ms.get("per_class", {}).get(label, {}).get("f1"), "{:.3f}"), "1.000", "", name])
@@ -79,6 +85,29 @@ def _sentiment_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
                          "100%", "same items, raw: ours " + _pct(rv["raw_on_read_items"].get("ours")) + ", seed " +
                          _pct(rv["raw_on_read_items"].get("seed")), name])
     return rows
+
+
+def mcnemar_exact_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: the discordant pairs against a fair coin."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_comparison(r: dict[str, Any]) -> dict[str, Any] | None:
+    """Items that only ours / only the seed got right, and whether that difference is more than chance."""
+    items = [x for x in r.get("items", []) if "ours" in x and "seed" in x]
+    if not items:
+        return None
+    ours = [x["ours"]["label"] == x["gold"] for x in items]
+    seed = [x["seed"]["label"] == x["gold"] for x in items]
+    b = sum(o and not s for o, s in zip(ours, seed))
+    c = sum(s and not o for o, s in zip(ours, seed))
+    both = sum(o and s for o, s in zip(ours, seed))
+    return {"ours_only": b, "seed_only": c, "both": both, "neither": len(items) - b - c - both,
+            "p": mcnemar_exact_p(b, c)}
 
 
 def _confusion_md(r: dict[str, Any]) -> str:
@@ -386,6 +415,7 @@ def _accuracy_plot(plt, save, r, injection, tag):
 # The headline rows the project's README shows (the full table stays in bench/README.md).
 SUMMARY_START, SUMMARY_END = "<!-- bench:summary:start -->", "<!-- bench:summary:end -->"
 SUMMARY_ROWS = ("Sentiment latency, median (200", "Accuracy, raw labels (200)", "Accuracy, raw labels (1000)",
+                "Paired, same items (1000)",
                 "Accuracy on hand-read", "Injection", "Chat TTFT, 1 turn", "Chat decode, 1 turn", "Start-up",
                 "Peak RSS while loading", "Peak RSS while serving", "/api/infer (emotion), 8 client")
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import chat_format
+from . import chat_format, packing
 from .chat import ChatStream, trim_history
 from .errors import UserInputError
 from .loading import load_model
@@ -52,8 +52,15 @@ class Engine:
         self.context_window = int(getattr(model.config, "max_position_embeddings", 32768))
         self.generation_config = self._generation_config()
         self.eos_ids = set(self.generation_config.eos_token_id)
+        # Layers are packed before the scorer caches its prefix, so the cache comes from the same
+        # kernels as every request; the head after, so the scorer copies its two rows from a dense one.
+        self.packed_linears = packing.pack_decoder_linears(model) if settings.pack_weights else 0
         with self._lock:
             self.sentiment = SentimentScorer(model, tokenizer, settings.sentiment_system_prompt)
+        if settings.pack_weights and packing.pack_output_head(model):
+            self.packed_linears += 1
+        if self.packed_linears:
+            log.info("packed %d linear layers for oneDNN", self.packed_linears)
         self._chat_system_ids = chat_format.encode_messages(
             tokenizer, [{"role": "system", "content": settings.chat_system_prompt}], add_generation_prompt=False)
         # Template tokens around one message (e.g. "<|im_start|>user\n" ... "<|im_end|>\n").

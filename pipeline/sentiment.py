@@ -10,6 +10,7 @@ import torch
 
 from .chat_format import encode_pieces, encode_text
 from .errors import WeightsNotFoundError
+from .packing import head_rows
 from .prompts import CALIBRATION_TEXTS, LABELS
 
 
@@ -49,7 +50,7 @@ class SentimentScorer:
         # Only the labels' rows of the output head are ever needed: scoring two rows instead of the
         # whole vocabulary saves reading the head's weights (vocab x hidden, ~0.5 GB) per request.
         head = model.get_output_embeddings()
-        self._label_head = head.weight[self.label_token_ids].detach().clone()
+        self._label_head = head_rows(head, self.label_token_ids)
         self._label_head_bias = None if head.bias is None else head.bias[self.label_token_ids].detach().clone()
         with torch.inference_mode():
             out = model.base_model(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)

@@ -50,6 +50,11 @@ class Settings:
         None, "CHAT_TOP_K", "Top-k sampling cut-off. Unset: the model's generation_config.")
     repetition_penalty: float | None = _setting(
         None, "CHAT_REPETITION_PENALTY", "Repetition penalty. Unset: the model's generation_config.")
+    pack_weights: bool = _setting(
+        True, "PACK_WEIGHTS",
+        "Keep the linear layers' FP32 weights in oneDNN's packed layout (same values, faster kernels: "
+        "bench/README.md has the figures). Costs a few seconds at start-up; with tied embeddings "
+        "(Qwen2.5) the packed output head is a second copy of the embedding.")
     sentiment_system_prompt: str = _setting(
         prompts.SENTIMENT_SYSTEM_PROMPT, "SENTIMENT_SYSTEM_PROMPT", "System prompt of the sentiment role.")
     chat_system_prompt: str = _setting(

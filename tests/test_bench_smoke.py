@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("snownlp")
 
+import pipeline  # noqa: E402
 from bench import chat, data, injection, machine, report, sentiment  # noqa: E402
 from bench.methods import METHODS, UNPARSED, parse_seed  # noqa: E402
 
@@ -28,12 +29,14 @@ def test_seed_parsing():
     assert parse_seed("neutral") == UNPARSED
 
 
-def test_model_cost_counts_every_parameter_once(tiny_engine):
-    cost = machine.model_cost(tiny_engine.model)
-    unique = {p.data_ptr(): p.numel() for p in tiny_engine.model.parameters()}
+def test_model_cost_counts_every_parameter_once(tiny_engine, tiny_model_dir):
+    stock = pipeline.load_engine(tiny_model_dir, threads=1, pack_weights=False).model
+    cost = machine.model_cost(stock)
+    unique = {p.data_ptr(): p.numel() for p in stock.parameters()}
     assert cost.params_total == sum(unique.values())
     assert cost.params_embedding + cost.params_lm_head + cost.params_layers_linear + cost.params_other == cost.params_total
     assert cost.forward_flops(4, past=10) > cost.forward_flops(4, past=0) > 0
+    assert machine.model_cost(tiny_engine.model) == cost  # packed layers count as the same weights
 
 
 def test_sentiment_run_and_summary(tiny_engine, limits, tmp_path):
@@ -50,6 +53,27 @@ def test_sentiment_run_and_summary(tiny_engine, limits, tmp_path):
     assert out["floor"]["floor_ms"]["median"] > 0
     assert out["reviewed"]["agree_n"] == 1
     json.dumps(out, ensure_ascii=False)
+
+
+def test_variants_run_on_their_engines(tiny_engine, tiny_model_dir, limits):
+    from bench.methods import VARIANTS
+
+    stock = pipeline.load_engine(tiny_model_dir, threads=1, max_input_tokens=128, pack_weights=False)
+    calls = []
+    for name in ("packed", "stock"):
+        engine = {"packed": tiny_engine, "stock": stock}[name]
+        original = engine.classify
+        engine.classify = lambda text, _o=original, _n=name: calls.append(_n) or _o(text)
+    try:
+        items = [(text[:30], label) for text, label in data.heldout(2)]
+        rows = sentiment.run_items(tiny_engine, items, list(VARIANTS), sentiment.Deadline(300), progress=False,
+                                   stock_engine=stock)
+    finally:
+        del tiny_engine.classify, stock.classify
+    assert calls == ["packed", "stock"] * 2 or sorted(calls) == ["packed", "packed", "stock", "stock"]
+    assert all(set(VARIANTS) <= set(r) for r in rows)
+    out = sentiment.summarise(rows, list(VARIANTS), tiny_engine, limits)
+    assert set(out["speedup"]["variants_over_ours_median"]) == set(VARIANTS) - {"ours"}
 
 
 def test_chat_paths(tiny_engine):
@@ -104,3 +128,20 @@ def test_project_readme_headline_rows_are_the_reports():
     block = readme.split(report.SUMMARY_START)[1].split(report.SUMMARY_END)[0].strip()
     assert block == report.summary(report.load_results(root / "bench" / "results")).strip(), \
         "regenerate with: python -m bench.report"
+
+
+@pytest.mark.parametrize("b, c, p", [(0, 0, 1.0), (5, 5, 1.0), (0, 10, 2 / 1024), (1, 9, 22 / 1024)])
+def test_mcnemar_exact_p(b, c, p):
+    assert report.mcnemar_exact_p(b, c) == pytest.approx(p)
+    assert report.mcnemar_exact_p(c, b) == pytest.approx(p)
+
+
+def test_paired_comparison_counts_each_item_once():
+    def item(gold, ours, seed):
+        return {"gold": gold, "ours": {"label": ours}, "seed": {"label": seed}}
+    r = {"items": [item("正面", "正面", "负面"), item("正面", "正面", "正面"), item("负面", "正面", "负面"),
+                   item("负面", "正面", "unparsed"), item("负面", "负面", "负面")]}
+    pair = report.paired_comparison(r)
+    assert (pair["ours_only"], pair["seed_only"], pair["both"], pair["neither"]) == (1, 1, 2, 1)
+    assert pair["p"] == 1.0
+    assert report.paired_comparison({"items": []}) is None

@@ -1,0 +1,102 @@
+"""oneDNN-packed linear layers: same answers as torch's layout, on the tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import pipeline
+from pipeline import LABELS
+from pipeline.packing import PackedLinear, head_rows, pack_decoder_linears, pack_output_head, packing_available
+from pipeline.synthetic import build_model_dir
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN linear ops")
+
+
+@pytest.fixture(scope="module")
+def stock_engine(tiny_model_dir) -> pipeline.Engine:
+    return pipeline.load_engine(tiny_model_dir, max_input_tokens=128, history_token_budget=256,
+                                threads=1, pack_weights=False)
+
+
+@pytest.fixture(scope="module")
+def tied_model_dir(tmp_path_factory):
+    return build_model_dir(tmp_path_factory.mktemp("tiny-tied"), shape="tiny-tied")
+
+
+def _linears(model) -> dict[str, type]:
+    return {name: type(m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, PackedLinear))}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 48), (7, 48), (1, 5, 48), (2, 3, 48)])
+def test_packed_linear_matches_nn_linear(shape, bias):
+    linear = nn.Linear(48, 80, bias=bias)
+    packed = PackedLinear(linear)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        expected, got = linear(x), packed(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+    assert torch.equal(packed.rows([3, 0]), linear.weight.detach()[[3, 0]])
+    assert torch.equal(head_rows(linear, [3, 0]), head_rows(packed, [3, 0]))
+
+
+def test_engine_packs_every_linear_by_default_and_none_when_told_not(tiny_engine, stock_engine):
+    packed = _linears(tiny_engine.model)
+    assert packed and set(packed.values()) == {PackedLinear}
+    assert tiny_engine.packed_linears == len(packed)
+    stock = _linears(stock_engine.model)
+    assert set(stock) == set(packed) and set(stock.values()) == {nn.Linear}
+    assert stock_engine.packed_linears == 0
+
+
+@pytest.mark.parametrize("text", ["这家酒店的服务很好", "物流慢，包装破损，非常失望。", "a", "😄" * 30])
+def test_packed_and_stock_layouts_score_alike(tiny_engine, stock_engine, text):
+    packed = tiny_engine.sentiment.label_logits(tiny_engine.encode_user_text(text))
+    stock = stock_engine.sentiment.label_logits(stock_engine.encode_user_text(text))
+    assert torch.allclose(packed, stock, atol=1e-4), (packed, stock)
+    assert tiny_engine.classify(text).label == stock_engine.classify(text).label
+
+
+def test_packed_and_stock_layouts_give_the_same_next_token_logits(tiny_engine, stock_engine):
+    ids, _ = tiny_engine.build_chat_prompt([{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}],
+                                           "今天天气怎么样？")
+    with torch.inference_mode():
+        packed = tiny_engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
+        stock = stock_engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    assert torch.allclose(packed, stock, atol=1e-4), (packed - stock).abs().max()
+
+
+def test_packed_engine_generates_greedy_text_like_the_stock_one(tiny_model_dir):
+    kwargs = dict(threads=1, chat_max_new_tokens=12, do_sample=False, max_input_tokens=128, history_token_budget=256)
+    packed = pipeline.load_engine(tiny_model_dir, **kwargs)
+    stock = pipeline.load_engine(tiny_model_dir, pack_weights=False, **kwargs)
+    replies = ["".join(engine.chat([], "给我讲个故事")) for engine in (packed, stock)]
+    assert replies[0] == replies[1]
+    assert packed.active_generations == 0
+
+
+def test_tied_embeddings_stay_dense_when_the_head_is_packed(tied_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tied_model_dir, dtype=torch.float32).eval()
+    embedding = model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight.data_ptr() == embedding.data_ptr()
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+    assert pack_decoder_linears(model) == 2 * 7 and pack_output_head(model)
+    assert isinstance(model.get_output_embeddings(), PackedLinear)
+    assert model.get_input_embeddings().weight is embedding
+    with torch.inference_mode():
+        after = model(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
+
+
+def test_tied_model_engine_classifies_and_chats(tied_model_dir):
+    engine = pipeline.load_engine(tied_model_dir, threads=1, chat_max_new_tokens=6, max_input_tokens=128,
+                                  history_token_budget=256)
+    assert engine.classify("很好").label in LABELS
+    assert isinstance("".join(engine.chat([], "你好")), str)

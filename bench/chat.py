@@ -10,9 +10,9 @@ CPU" and "our Python around it".
 
 Ceiling for decode: this machine's memory read bandwidth (measured in the same run) divided by the
 bytes one decoded token must read: every FP32 weight except the embedding lookup (lm_head included)
-plus the KV cache of the context. Also reported: the same bytes at the rate torch's own batch-1
-matrix-vector kernel streams weights on this machine (F.linear over 1 GiB of MLP-shaped matrices),
-which is what a decode step built from torch's kernels can reach. Floor for the first token: the prompt's FLOPs divided by the
+plus the KV cache of the context. Also reported: the same bytes at the rate the fastest batch-1
+matrix-vector kernel streams weights on this machine (F.linear and the engine's oneDNN-packed linear,
+each over 1 GiB of MLP-shaped matrices), which is what a decode step built from those kernels can reach. Floor for the first token: the prompt's FLOPs divided by the
 measured FP32 matmul throughput (prefill is compute-bound).
 """
 
@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "decode_tps": bw / cost.decode_bytes(mid_context),
                 "ttft_floor_ms": cost.forward_flops(prompt, 0, 1) / (limits["matmul"]["peak_gflops"] * 1e9) * 1000,
                 "gemv_gbs": limits.get("gemv_bandwidth", {}).get("best_gbs"),
+                "gemv_kernel": limits.get("gemv_bandwidth", {}).get("kernel"),
                 "decode_tps_at_gemv_rate": (limits["gemv_bandwidth"]["best_gbs"] * 1e9 / cost.decode_bytes(mid_context))
                 if limits.get("gemv_bandwidth") else None,
             },

@@ -205,8 +205,9 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
                 f"Chat, {t['turns']} turn(s): {tps:.2f} tok/s moves {achieved:.1f} GB/s of weights and KV against "
                 f"{c['bandwidth_gbs']:.1f} GB/s measured at best (a long sequential sum). A decode step is 169 "
                 f"matrix-vector products (7 per layer + lm_head)"
-                + (f", and torch's batch-1 F.linear streams weights at only {c['gemv_gbs']:.1f} GB/s here at best, a "
-                   f"ceiling of {c['decode_tps_at_gemv_rate']:.2f} tok/s" if c.get("gemv_gbs") else "")
+                + (f", and the fastest batch-1 linear kernel here ({c.get('gemv_kernel') or 'F.linear'}) streams weights "
+                   f"at only {c['gemv_gbs']:.1f} GB/s at best, a ceiling of {c['decode_tps_at_gemv_rate']:.2f} tok/s"
+                   if c.get("gemv_gbs") else "")
                 + f"; plus per-op dispatch. The bare forward loop gets {t['bare_decode_tps'].get('median') or 0:.2f} tok/s, so generate(), "
                 f"the streamer and the thread add {max(0.0, 1 - tps / (t['bare_decode_tps'].get('median') or tps)):.0%}"
                 + (f"; {busy}." if busy else "."))

@@ -100,3 +100,15 @@ def test_tied_model_engine_classifies_and_chats(tied_model_dir):
                                   history_token_budget=256)
     assert engine.classify("很好").label in LABELS
     assert isinstance("".join(engine.chat([], "你好")), str)
+
+
+def test_packed_linear_computes_in_fp32_not_a_reduced_precision():
+    # oneDNN may run FP32 through BF16 or TF32 units when allowed; this CPU has BF16 units, and the
+    # product promises FP32. BF16 arithmetic would miss by about 1e-3 relative; FP32 by about 1e-7.
+    torch.manual_seed(0)
+    linear = nn.Linear(1024, 256)
+    x = torch.randn(40, 1024)
+    with torch.inference_mode():
+        got = PackedLinear(linear)(x).double()
+    exact = x.double() @ linear.weight.detach().double().T + linear.bias.detach().double()
+    assert ((got - exact).abs().max() / exact.abs().max()).item() < 1e-5

@@ -165,6 +165,43 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str], engine, limits
     return out
 
 
+# Operator names by what they do, for the profile's shares (anything else counts as "other").
+OP_KINDS = {"linear": ("linear", "addmm", "mm", "matmul"), "attention": ("scaled_dot_product", "attention"),
+            "elementwise": ("mul", "add", "silu", "pow", "rsqrt", "mean", "neg", "div", "sum", "where", "cat", "copy_")}
+
+
+def _fits(engine, text: str) -> bool:
+    try:
+        engine.encode_user_text(text)
+    except UserInputError:
+        return False
+    return True
+
+
+def profile_ours(engine, texts: Sequence[str]) -> dict[str, Any]:
+    """Where our classify's time goes: self CPU time per operator over these texts (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    texts = [t for t in texts if _fits(engine, t)]
+    for text in texts[:2]:
+        engine.classify(text)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for text in texts:
+            engine.classify(text)
+    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(ops.values()) or 1.0
+    kinds = {k: 0.0 for k in (*OP_KINDS, "other")}
+    for name, t in ops.items():
+        short = name.split("::")[-1]
+        kind = next((k for k, words in OP_KINDS.items()
+                     if any(short == w or short.startswith(w) or short.endswith(w) for w in words)), "other")
+        kinds[kind] += t
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:8]
+    return {"texts": len(texts), "share_by_kind": {k: v / total for k, v in kinds.items()},
+            "top_ops": [{"op": k, "share": v / total} for k, v in top],
+            "ms_per_text": total / 1000 / len(texts)}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200, help="held-out items (balanced; a prefix of any larger n)")
@@ -191,9 +228,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         started, cpu = time.time(), CpuShare()
         rows = run_items(engine, items, methods, Deadline(args.time_budget), stock_engine=stock_engine)
         elapsed, share = time.time() - started, cpu.stop()
-        return before, rows, elapsed, share, machine.measure(engine.model, args.bandwidth_gib)
+        after = machine.measure(engine.model, args.bandwidth_gib)
+        profiled = profile_ours(engine, [text for text, _ in items[:20]]) if "ours" in methods else None
+        return before, rows, elapsed, share, after, profiled
 
-    limits_before, rows, elapsed, cpu_share, limits_after = in_worker_thread(timed)
+    limits_before, rows, elapsed, cpu_share, limits_after, profiled = in_worker_thread(timed)
     limits = machine.best_of(limits_before, limits_after)
     result = {
         "bench": "sentiment", "provenance": prov, "cpu_share": cpu_share,
@@ -203,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "elapsed_s": elapsed, "limits": limits, "limits_runs": [limits_before, limits_after],
         "cost": machine.model_cost(engine.model).as_dict(),
         **summarise(rows, methods, engine, limits, load_reviewed()),
+        "profile_ours": profiled,
         "items": rows,
     }
     if model["kind"] == "random":

@@ -76,6 +76,14 @@ def test_variants_run_on_their_engines(tiny_engine, tiny_model_dir, limits):
     assert set(out["speedup"]["variants_over_ours_median"]) == set(VARIANTS) - {"ours"}
 
 
+def test_profile_of_ours_adds_up(tiny_engine):
+    texts = [text[:30] for text, _ in data.heldout(4)] + ["长" * 5000]  # the last is over the limit: skipped
+    prof = sentiment.profile_ours(tiny_engine, texts)
+    assert prof["texts"] == 4
+    assert sum(prof["share_by_kind"].values()) == pytest.approx(1.0)
+    assert prof["share_by_kind"]["linear"] > 0 and prof["top_ops"]
+
+
 def test_chat_paths(tiny_engine):
     r = chat.engine_run(tiny_engine, 1, 4)
     assert r["prompt_tokens"] > 0 and 1 <= r["new_tokens"] <= 4

@@ -165,9 +165,33 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str], engine, limits
     return out
 
 
-# Operator names by what they do, for the profile's shares (anything else counts as "other").
-OP_KINDS = {"linear": ("linear", "addmm", "mm", "matmul"), "attention": ("scaled_dot_product", "attention"),
-            "elementwise": ("mul", "add", "silu", "pow", "rsqrt", "mean", "neg", "div", "sum", "where", "cat", "copy_")}
+# Operators by what they do, for the profile's shares (anything else counts as "other").
+LINEAR_OPS = {"_linear_pointwise", "linear", "addmm", "mm", "matmul", "_mkl_linear"}
+ATTENTION_OPS = {"scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
+                 "_scaled_dot_product_attention_math", "softmax", "_softmax", "bmm", "baddbmm"}
+ELEMENTWISE_OPS = {"mul", "add", "sub", "div", "div_", "neg", "silu", "pow", "rsqrt", "mean", "sum", "where",
+                   "cat", "copy_", "add_", "mul_", "clone", "to", "_to_copy", "embedding", "index_select"}
+
+
+def op_kind(name: str) -> str:
+    """'linear', 'attention', 'elementwise' or 'other' for a profiler key such as 'mkldnn::_linear_pointwise'."""
+    short = name.rsplit("::", 1)[-1]
+    if short in LINEAR_OPS:
+        return "linear"
+    if short in ATTENTION_OPS:
+        return "attention"
+    if short in ELEMENTWISE_OPS:
+        return "elementwise"
+    return "other"
+
+
+def profile_shares(self_us: dict[str, float]) -> dict[str, float]:
+    """Share of self CPU time by kind of operator."""
+    total = sum(self_us.values()) or 1.0
+    kinds = {k: 0.0 for k in ("linear", "attention", "elementwise", "other")}
+    for name, t in self_us.items():
+        kinds[op_kind(name)] += t / total
+    return kinds
 
 
 def _fits(engine, text: str) -> bool:
@@ -188,17 +212,11 @@ def profile_ours(engine, texts: Sequence[str]) -> dict[str, Any]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for text in texts:
             engine.classify(text)
-    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages() if e.self_cpu_time_total > 0}
     total = sum(ops.values()) or 1.0
-    kinds = {k: 0.0 for k in (*OP_KINDS, "other")}
-    for name, t in ops.items():
-        short = name.split("::")[-1]
-        kind = next((k for k, words in OP_KINDS.items()
-                     if any(short == w or short.startswith(w) or short.endswith(w) for w in words)), "other")
-        kinds[kind] += t
     top = sorted(ops.items(), key=lambda kv: -kv[1])[:8]
-    return {"texts": len(texts), "share_by_kind": {k: v / total for k, v in kinds.items()},
-            "top_ops": [{"op": k, "share": v / total} for k, v in top],
+    return {"texts": len(texts), "share_by_kind": profile_shares(ops), "self_cpu_us": ops,
+            "top_ops": [{"op": k, "kind": op_kind(k), "share": v / total} for k, v in top],
             "ms_per_text": total / 1000 / len(texts)}
 
 

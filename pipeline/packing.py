@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import mmap
+import sys
 
 import torch
 from torch import nn
@@ -50,14 +53,54 @@ def pack_decoder_linears(model: nn.Module) -> int:
         log.info("oneDNN linear ops unavailable in this torch build: weights stay in torch's layout")
         return 0
     count = 0
+    file_maps = _file_mappings()
     for layer in model.base_model.layers:
         for name, module in list(layer.named_modules()):
             if type(module) is nn.Linear and module.weight.dtype == torch.float32:
                 parent_name, _, attr = name.rpartition(".")
                 parent = layer.get_submodule(parent_name) if parent_name else layer
                 setattr(parent, attr, PackedLinear(module))
+                release_file_pages(module.weight, file_maps)
                 count += 1
     return count
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's memory mappings backed by a file (Linux; empty elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    ranges = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5].startswith("/") and not fields[5].startswith("/dev/"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+    except OSError:
+        return []
+    return ranges
+
+
+def release_file_pages(weight: torch.Tensor, file_maps: list[tuple[int, int]]) -> bool:
+    """Drop this process's resident pages of a dense weight that was just packed and is no longer used.
+
+    transformers maps safetensors files into memory, so a loaded weight is a view of the file and its
+    pages stay resident (counted in RSS) while any weight of that file lives, even once packed. Only
+    whole pages inside a file mapping are dropped: anything else there reads back from the file if
+    touched again. Memory torch allocated itself is left alone (it is freed when the weight is).
+    """
+    if not file_maps or weight.is_mkldnn or not weight.is_contiguous():
+        return False
+    start = weight.data_ptr()
+    end = start + weight.numel() * weight.element_size()
+    page = mmap.PAGESIZE
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi <= lo or not any(a <= lo and hi <= b for a, b in file_maps):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc.madvise(lo, hi - lo, 4) == 0  # 4: MADV_DONTNEED
 
 
 def pack_output_head(model: nn.Module) -> bool:
@@ -70,6 +113,8 @@ def pack_output_head(model: nn.Module) -> bool:
     if not packing_available() or type(head) is not nn.Linear or head.weight.dtype != torch.float32:
         return False
     model.set_output_embeddings(PackedLinear(head))
+    if head.weight is not model.get_input_embeddings().weight:  # a tied weight is still the embedding
+        release_file_pages(head.weight, _file_mappings())
     return True
 
 

@@ -112,3 +112,41 @@ def test_packed_linear_computes_in_fp32_not_a_reduced_precision():
         got = PackedLinear(linear)(x).double()
     exact = x.double() @ linear.weight.detach().double().T + linear.bias.detach().double()
     assert ((got - exact).abs().max() / exact.abs().max()).item() < 1e-5
+
+
+def _resident_kib(path) -> int:
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:
+                inside = len(fields) >= 6 and fields[5] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_released_file_pages_leave_the_process_but_read_back_the_same(tmp_path):
+    import mmap
+
+    from pipeline.packing import _file_mappings, release_file_pages
+
+    path = tmp_path / "weights.bin"
+    values = torch.arange(4 * 2**20, dtype=torch.float32)  # 16 MiB
+    path.write_bytes(values.numpy().tobytes())
+    with open(path, "r+b") as f:
+        mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE)
+    weight = torch.frombuffer(mapped, dtype=torch.float32)
+    assert float(weight.sum()) == float(values.sum())  # every page touched: resident
+    before = _resident_kib(path)
+    assert before >= 15 * 1024
+    assert release_file_pages(weight, _file_mappings())
+    assert _resident_kib(path) < before / 4
+    assert torch.equal(weight, values)  # read back from the file
+
+    anon = values.clone()  # memory torch owns is never dropped
+    assert not release_file_pages(anon, _file_mappings())
+    assert torch.equal(anon, values)
+    del weight
+    mapped.close()

@@ -154,8 +154,9 @@ def _startup_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
          f"; {r['ready_s'].get('n')} start-ups; errors {r['errors']}", name],
         ["Peak RSS while loading", _gib(r["peak_rss_loading"]), "—", _gib(wb) + " (FP32 weights)",
          _f(r.get("peak_loading_over_weights"), "{:.2f}× weights"), name],
-        ["Peak RSS while serving", _gib(r["peak_rss_serving"]), "—", _gib(wb),
-         _f(r.get("peak_serving_over_weights"), "{:.2f}× weights"), name],
+        [("Peak RSS while serving the largest requests the limits admit (1024-token text; chat at the "
+          "2048-token history budget)" if r.get("worst_case") else "Peak RSS while serving"),
+         _gib(r["peak_rss_serving"]), "—", _gib(wb), _f(r.get("peak_serving_over_weights"), "{:.2f}× weights"), name],
     ]
 
 

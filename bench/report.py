@@ -233,10 +233,13 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
         lim = r["limit"]
         out.append(
             f"Start-up: {r['ready_s']['median']:.1f} s against {lim['ready_s']:.1f} s (imports {lim['import_s']:.1f} s + reading "
-            f"the weights {lim['read_weights_s']:.1f} s); the rest (building the model, the sentiment prefix forward, the "
-            f"Gradio app's set-up) is not broken down here. Memory: {r['peak_rss_loading'] / r['weight_bytes_fp32']:.2f}× "
-            f"the weights while loading (the safetensors are read straight into the model, no second copy), "
-            f"{r['peak_rss_serving'] / r['weight_bytes_fp32']:.2f}× while serving (Python, torch, Gradio, KV caches).")
+            f"the weights {lim['read_weights_s']:.1f} s); the rest (building the model, packing its linear layers for "
+            f"oneDNN, which reads and reorders every weight once, the sentiment prefix forward, the Gradio app's set-up) "
+            f"is not broken down here. Memory: {r['peak_rss_loading'] / r['weight_bytes_fp32']:.2f}× "
+            f"the weights while loading (the safetensors are memory-mapped and each dense weight's pages are dropped once "
+            f"its packed copy is made; with tied embeddings the packed output head is a second copy of the embedding), "
+            f"{r['peak_rss_serving'] / r['weight_bytes_fp32']:.2f}× while serving (Python, torch, Gradio, KV caches"
+            + (", here with the largest requests the limits admit" if r.get("worst_case") else "") + ").")
     if b == "concurrency":
         lv = [x for x in r["levels"] if x.get("throughput_vs_single")]
         if len(lv) > 1:

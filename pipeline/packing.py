@@ -5,12 +5,22 @@ from __future__ import annotations
 import ctypes
 import logging
 import mmap
+import os
 import sys
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+# oneDNN and PyTorch's ideep layer each keep an LRU cache of compiled kernels keyed by shape, 1024
+# entries by default, and every new prompt length adds entries: measured here, 392 new lengths on the
+# model's three layer shapes grew the process by 450 MB, and 11.6 MB with both caches at 32 (a miss
+# costs about 0.4 ms per shape). One forward uses about six shapes, so 32 keeps every hit that counts.
+# Read when oneDNN first runs, so set at import; a value already in the environment wins.
+KERNEL_CACHE_CAPACITY = "32"
+for _var in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+    os.environ.setdefault(_var, KERNEL_CACHE_CAPACITY)
 
 # Row count the packed layout is tuned for. Measured here (2 threads): a layout packed for 40 or 512
 # rows ran as fast as one packed for 1 row at every size from 1 to 1000 rows, so one layout serves

@@ -7,7 +7,8 @@
 Each item goes through every variant back to back (the order alternates), so background load hits
 all alike. Variants (bench/methods.py): ours and the seed method, each on the model as the app loads
 it (linear layers oneDNN-packed) and as transformers loads it (torch's layout); the headline ratio is
-ours (packed, as shipped) against the seed on the stock model (the usual way). Reported per method: accuracy, per-class precision/recall/F1, the confusion matrix
+ours (packed, as shipped) against the seed on the stock model (the usual way). Reported per method:
+accuracy, per-class precision/recall/F1, the confusion matrix
 (unparsed seed outputs count as wrong), median/p90 latency and the seed/ours ratio; accuracy also on
 the hand-read subset (bench/reviewed.tsv, verdict "agree") where those items are in the run.
 

@@ -79,36 +79,30 @@ class ModelCost:
         return d
 
 
-def _packed_weights(module) -> dict[str, torch.Tensor]:
-    """{module name: weight} of the PackedLinear layers (their weights are not parameters)."""
-    return {name: m.packed_weight for name, m in module.named_modules() if isinstance(m, PackedLinear)}
-
-
 def model_cost(model) -> ModelCost:
     """Counts from the loaded model, whether or not its linear layers are packed (pipeline.packing)."""
     cfg = model.config
     emb = model.get_input_embeddings().weight
     head_module = model.get_output_embeddings()
-    if isinstance(head_module, PackedLinear):  # a packed head is its own copy even when the model ties it
-        tied, head_numel = bool(getattr(cfg, "tie_word_embeddings", False)), head_module.packed_weight.numel()
-    else:
-        tied, head_numel = head_module.weight.data_ptr() == emb.data_ptr(), head_module.weight.numel()
     seen, total = set(), 0
     for p in model.parameters():
         if p.data_ptr() not in seen:
             seen.add(p.data_ptr())
             total += p.numel()
-    if isinstance(head_module, PackedLinear) and not tied:
-        total += head_numel
+    if isinstance(head_module, PackedLinear):  # a packed head is its own copy even when the model ties it
+        tied, head_numel = bool(getattr(cfg, "tie_word_embeddings", False)), head_module.packed_weight.numel()
+        total += 0 if tied else head_numel  # packed weights are not parameters
+    else:
+        tied, head_numel = head_module.weight.data_ptr() == emb.data_ptr(), head_module.weight.numel()
     linear = other = 0
     for name, p in model.model.layers.named_parameters():
         if p.dim() == 2 or name.endswith(".bias"):
             linear += p.numel()
         else:
             other += p.numel()
-    packed_layers = _packed_weights(model.model.layers)
-    linear += sum(w.numel() for w in packed_layers.values())
-    total += sum(w.numel() for w in packed_layers.values())
+    packed = sum(m.packed_weight.numel() for m in model.model.layers.modules() if isinstance(m, PackedLinear))
+    linear += packed
+    total += packed
     other += sum(p.numel() for p in model.model.norm.parameters())
     heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
@@ -117,6 +111,12 @@ def model_cost(model) -> ModelCost:
         kv_heads=cfg.num_key_value_heads, head_dim=head_dim, vocab=emb.shape[0], tied=tied,
         params_total=total, params_embedding=emb.numel(), params_lm_head=0 if tied else head_numel,
         params_layers_linear=linear, params_other=other)
+
+
+def _rates(amount: float, times: list[float], unit: str) -> dict[str, Any]:
+    """best_<unit> and median_<unit> (amount per second, in billions) over timed runs, and how many."""
+    return {f"best_{unit}": amount / min(times) / 1e9, f"median_{unit}": amount / statistics.median(times) / 1e9,
+            "reps": len(times)}
 
 
 def _time(fn, min_seconds: float, max_reps: int) -> list[float]:
@@ -155,9 +155,7 @@ def measure_matmul(hidden: int, out_features: int, tokens=(1, 8, 16, 32, 64, 128
             flops = 2.0 * t * hidden * out_features
             by_kernel = {}
             for name, fn in kernels.items():
-                times = _time(lambda: fn(x), min_seconds, max_reps)
-                by_kernel[name] = {"best_gflops": flops / min(times) / 1e9,
-                                   "median_gflops": flops / statistics.median(times) / 1e9, "reps": len(times)}
+                by_kernel[name] = _rates(flops, _time(lambda: fn(x), min_seconds, max_reps), "gflops")
             best = max(by_kernel, key=lambda k: by_kernel[k]["best_gflops"])
             rows.append({"tokens": t, **by_kernel[best], "kernel": best, "by_kernel": by_kernel})
     peak = max(r["best_gflops"] for r in rows)
@@ -182,9 +180,7 @@ def measure_bandwidth(gib: float = 1.5, reps: int = 6) -> dict[str, Any]:
         del x
         gc.collect()
     nbytes = 4 * n
-    return {"bytes": nbytes, "best_gbs": nbytes / min(times) / 1e9,
-            "median_gbs": nbytes / statistics.median(times) / 1e9, "reps": len(times),
-            "threads": torch.get_num_threads()}
+    return {"bytes": nbytes, **_rates(nbytes, times, "gbs"), "threads": torch.get_num_threads()}
 
 
 def measure_gemv_bandwidth(hidden: int, out_features: int, gib: float = 1.0, reps: int = 6) -> dict[str, Any]:
@@ -201,16 +197,11 @@ def measure_gemv_bandwidth(hidden: int, out_features: int, gib: float = 1.0, rep
     by_kernel = {}
     try:
         with torch.inference_mode():
-            times = _time(lambda: [F.linear(x, w) for w in ws], 0.0, reps)
-            by_kernel["F.linear"] = {"best_gbs": nbytes / min(times) / 1e9,
-                                     "median_gbs": nbytes / statistics.median(times) / 1e9, "reps": len(times)}
+            by_kernel["F.linear"] = _rates(nbytes, _time(lambda: [F.linear(x, w) for w in ws], 0.0, reps), "gbs")
             if packing_available():
                 packed = [linear_kernels(w)["onednn_packed"] for w in ws]
                 del ws
-                times = _time(lambda: [f(x) for f in packed], 0.0, reps)
-                by_kernel["onednn_packed"] = {"best_gbs": nbytes / min(times) / 1e9,
-                                              "median_gbs": nbytes / statistics.median(times) / 1e9,
-                                              "reps": len(times)}
+                by_kernel["onednn_packed"] = _rates(nbytes, _time(lambda: [f(x) for f in packed], 0.0, reps), "gbs")
                 del packed
     finally:
         ws = packed = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 import os
@@ -108,9 +109,14 @@ def release_file_pages(weight: torch.Tensor, file_maps: list[tuple[int, int]]) -
     lo, hi = -(-start // page) * page, end // page * page
     if hi <= lo or not any(a <= lo and hi <= b for a, b in file_maps):
         return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    return libc.madvise(lo, hi - lo, 4) == 0  # 4: MADV_DONTNEED
+    return _madvise()(lo, hi - lo, 4) == 0  # 4: MADV_DONTNEED
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise():
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return madvise
 
 
 def pack_output_head(model: nn.Module) -> bool:

@@ -30,7 +30,7 @@ import gradio as gr  # noqa: E402
 from fastapi import APIRouter  # noqa: E402
 
 import pipeline  # noqa: E402
-from pipeline import LABEL_EMOJI, Mode, UserInputError  # noqa: E402
+from pipeline import LABEL_EMOJI, UNCERTAIN_EMOJI, Mode, UserInputError  # noqa: E402
 from webapi import BUSY_MESSAGE, Cancelled, Job, ModelService, api_router, error  # noqa: E402
 
 log = logging.getLogger("demo")
@@ -153,7 +153,9 @@ def _as_text(part: str) -> str:
 
 
 def label_text(sentiment) -> str:
-    """A sentiment as shown on the page, e.g. "😄 正面 93%"."""
+    """A sentiment as shown on the page: "😄 正面 93%", or "😐 偏负面 58%" when it is too close to call."""
+    if sentiment.uncertain:
+        return f"{UNCERTAIN_EMOJI} 偏{sentiment.label} {sentiment.confidence:.0%}"
     return f"{LABEL_EMOJI.get(sentiment.label, '')} {sentiment.label} {sentiment.confidence:.0%}".strip()
 
 
@@ -396,7 +398,7 @@ def _fail(session: Session, turn: Turn, message: str) -> None:
 # -- the named Gradio API (for gradio_client) ------------------------------------------------------------
 
 async def sentiment_api(service: ModelService, text: str) -> dict:
-    """The sentiment of text: {"label": "正面"|"负面", "confidence": 0..1, "inference_time_ms": float}."""
+    """The sentiment of text: {"label": "正面"|"负面", "confidence": 0..1, "uncertain": bool, "inference_time_ms": float}."""
     engine = _engine(service)
     job = Job()
     try:
@@ -407,7 +409,7 @@ async def sentiment_api(service: ModelService, text: str) -> dict:
         raise user_error(exc) from None
     finally:
         _let_go(service, job)
-    return {"label": sentiment.label, "confidence": round(sentiment.confidence, 4),
+    return {"label": sentiment.label, "confidence": round(sentiment.confidence, 4), "uncertain": sentiment.uncertain,
             "inference_time_ms": round(sentiment.latency_ms, 1)}
 
 
@@ -509,7 +511,7 @@ def build_demo(service: ModelService, queue_max_size: int | None = None) -> gr.B
         yield from reply_step(service, session)
 
     async def sentiment(text: str) -> dict:
-        """The sentiment of text: {"label": "正面"|"负面", "confidence": 0..1, "inference_time_ms": float}."""
+        """The sentiment of text: {"label": "正面"|"负面", "confidence": 0..1, "uncertain": bool, "inference_time_ms": float}."""
         return await sentiment_api(service, text)
 
     async def chat(message: str, history: list[dict[str, str]] | None = None) -> AsyncIterator[str]:
@@ -644,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = AppSettings.from_env(**vars(args))
         started = time.perf_counter()
         engine = pipeline.load_engine(settings.model_dir)
-    except (UserInputError, pipeline.WeightsNotFoundError) as exc:
+    except (UserInputError, pipeline.WeightsNotFoundError, pipeline.ModelCompatibilityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"* Loaded {engine.model_name} in {time.perf_counter() - started:.1f} s", flush=True)

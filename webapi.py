@@ -214,12 +214,13 @@ class ModelService:
         engine.encode_user_text(text)  # refuse an over-long text before it queues
         history = engine.clean_history(request.history)
         times: dict[str, float | None] = {"emotion": None, "chat": None, "total": None}
-        result: dict[str, Any] = {"emotion_label": None, "confidence": None, "chat_response": None}
+        result: dict[str, Any] = {"emotion_label": None, "confidence": None, "uncertain": None, "chat_response": None}
         with self.gate.hold(job):
             started = time.perf_counter()
             if routed.mode in (Mode.BOTH, Mode.EMOTION):
                 sentiment = engine.classify(text)
                 result["emotion_label"], result["confidence"] = sentiment.label, round(sentiment.confidence, 4)
+                result["uncertain"] = sentiment.uncertain
                 times["emotion"] = round(sentiment.latency_ms, 1)
             if routed.mode in (Mode.BOTH, Mode.CHAT):
                 stream = job.attach(engine.chat(history, text))

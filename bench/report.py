@@ -66,6 +66,12 @@ def _sentiment_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
                  _f(fl.get("floor_ms", {}).get("p90"), "{:.0f} ms"),
                  "seed/ours " + _f(r.get("speedup", {}).get("p90"), "{:.2f}×"), name])
     variants = r.get("speedup", {}).get("variants_over_ours_median", {})
+    prev = m.get("previous")
+    if prev and ours:
+        rows.append([f"Sentiment latency, median ({n}): this layout vs the previous release's prompt (same scorer, same run)",
+                     _f(lo.get("median"), "{:.0f} ms"), _f(prev["latency_ms"].get("median"), "{:.0f} ms") + " (previous)", "",
+                     "ours/previous " + _f(lo["median"] / prev["latency_ms"]["median"], "{:.2f}×") +
+                     ("" if random else "; previous accuracy " + _pct(prev["metrics"].get("accuracy"))), name])
     if "seed_packed" in m and "ours_stock" in m:
         rows.append([f"Sentiment latency, median, one change at a time ({n})",
                      _f(m["ours_stock"]["latency_ms"]["median"], "{:.0f} ms") + " (ours, stock layout)",
@@ -86,6 +92,24 @@ def _sentiment_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
         for label, en in ((POS, "positive"), (NEG, "negative")):
             rows.append([f"F1 {label} ({en})", _f(mo.get("per_class", {}).get(label, {}).get("f1"), "{:.3f}"),
                          _f(ms.get("per_class", {}).get(label, {}).get("f1"), "{:.3f}"), "1.000", "", name])
+        cal = ours.get("calibration") if ours else None
+        if cal:
+            rows.append([f"Confidence calibration error, ECE over 10 bins ({n})", _f(cal.get("ece"), "{:.3f}"), "— (no confidence)",
+                         "0", "bins of the label's confidence over [0.5, 1]", name])
+        unc = ours.get("uncertain") if ours else None
+        if unc and unc.get("share") is not None:
+            by = unc.get("flagged_by_verdict", {})
+            read = ", ".join(f"{v['flagged']} of {v['of']} {k}" for k, v in sorted(by.items()))
+            rows.append([f"Flagged uncertain ({n})", _pct(unc["share"]), "—", "",
+                         f"accuracy flagged {_pct(unc.get('accuracy_flagged'))}, not flagged {_pct(unc.get('accuracy_not_flagged'))}"
+                         + (f"; hand-read items flagged: {read}" if read else ""), name])
+        errors = {g: sum(v for p, v in row.items() if p != g) for g, row in mo.get("confusion", {}).items()}
+        errors_seed = {g: sum(v for p, v in row.items() if p != g) for g, row in ms.get("confusion", {}).items()}
+        if errors:
+            rows.append([f"Errors by gold label ({n}): 正面 read as 负面 / 负面 read as 正面",
+                         f"{errors.get(POS, 0)} / {errors.get(NEG, 0)}",
+                         f"{errors_seed.get(POS, 0)} / {errors_seed.get(NEG, 0)}" if errors_seed else "—", "0 / 0",
+                         "seed unparsed counted as errors", name])
         rv = r.get("reviewed")
         if rv and rv.get("agree_n"):
             rows.append([f"Accuracy on hand-read items whose label I agree with ({rv['agree_n']} of {rv['items_read']} read)",
@@ -173,14 +197,28 @@ def _concurrency_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
 
 
 def _injection_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
-    if "accuracy_meaningless" in r:
+    if "accuracy_meaningless" in r or "families" not in r:
         return []
     m = r["methods"]
     o, s = m.get("ours", {}), m.get("seed", {})
-    n = o.get("attacked_items") or s.get("attacked_items")
-    return [[f"Injection: label holds ({n} attacked reviews, {len(r['attacks'])} attacks)", _pct(o.get("holds")), _pct(s.get("holds")), "100%",
-             f"negatives: ours {_pct(o.get('holds_by_class', {}).get(NEG))}, seed {_pct(s.get('holds_by_class', {}).get(NEG))}; "
-             f"among clean-correct: ours {_pct(o.get('holds_given_clean_correct'))}, seed {_pct(s.get('holds_given_clean_correct'))}", name]]
+    fams = r["families"]
+    count = lambda seen: sum(len(f["templates"]) for f in fams.values() if f["seen"] == seen)  # noqa: E731
+    bases = len(r.get("bases", []))
+    rows = [[f"Injection: label holds, all families ({bases} reviews × {count(True) + count(False)} attacks; "
+             f"among reviews each method labels right when clean)", _pct(o.get("holds")), _pct(s.get("holds")), "100%",
+             f"previous release: {_pct(m.get('previous', {}).get('holds'))}; "
+             f"raw (label = review's label): ours {_pct(o.get('holds_raw'))}, seed {_pct(s.get('holds_raw'))}; "
+             f"clean accuracy on these reviews: ours {_pct(o.get('clean_accuracy'))}, seed {_pct(s.get('clean_accuracy'))}", name],
+            [f"Injection: seen families ({count(True)} attacks the design was chosen against, on dev items)",
+             _pct(o.get("holds_seen")), _pct(s.get("holds_seen")), "100%",
+             f"pushing to 负面 / 正面: ours {_pct(o.get('holds_by_class', {}).get(POS))} / {_pct(o.get('holds_by_class', {}).get(NEG))}", name],
+            [f"Injection: unseen families ({count(False)} attacks never run while choosing)",
+             _pct(o.get("holds_unseen")), _pct(s.get("holds_unseen")), "100%", "", name]]
+    for family, info in fams.items():
+        rows.append([f"Injection family: {family} ({'seen' if info['seen'] else 'unseen'})",
+                     _pct(o.get("holds_by_family", {}).get(family)), _pct(s.get("holds_by_family", {}).get(family)),
+                     "100%", " · ".join(t for _, t in info["templates"]).replace("\n", "⏎").replace("|", "¦"), name])
+    return rows
 
 
 def shortfalls(r: dict[str, Any]) -> list[str]:
@@ -295,6 +333,37 @@ def table(results: list[tuple[Path, dict[str, Any]]]) -> str:
             out.append(f"- {n}")
         out.append("")
     return "\n".join(out) if out else "(no results yet)"
+
+
+DESIGN_START, DESIGN_END = "<!-- bench:design:start -->", "<!-- bench:design:end -->"
+
+
+def design_table(path: Path) -> str:
+    """The sentiment layouts measured on the dev split (bench/prompt_robust.py), best holds first."""
+    if not path.is_file():
+        return "(no design search results yet)"
+    d = json.loads(path.read_text(encoding="utf-8"))
+    lines = [f"{d['n']} dev reviews for accuracy; {d['bases']} short dev reviews × {len(d['attack_items']) // d['bases']} "
+             "seen attacks for holds (among the reviews each layout labels right when clean).", "",
+             "| Layout | Accuracy (calibrated) | Holds, seen families | Weakest family | Suffix tokens | Prefix tokens | ms per review |",
+             "|---|---|---|---|---|---|---|"]
+    rows = sorted(d["variants"].items(), key=lambda kv: -(kv[1].get("holds_given_clean_correct") or kv[1].get("holds_calibrated") or 0))
+    for name, v in rows:
+        fams = v.get("holds_by_family", {})
+        weakest = min(fams.items(), key=lambda kv: kv[1]) if fams else ("—", None)
+        lines.append(f"| {name} | {_pct(v['accuracy_calibrated'])} | {_pct(v.get('holds_given_clean_correct'))} | "
+                     f"{weakest[0]} {_pct(weakest[1])} | {v['suffix_tokens']} | {v['prefix_tokens']} | {v['ms_per_clean_item']:.0f} |")
+    fitted = [(name, v["fit"]) for name, v in d["variants"].items() if "fit" in v]
+    for name, f in fitted:
+        u = f["uncertain"]
+        lines += ["", f"Fitted on dev for `{name}`: ECE {f['ece_t1']:.3f} at temperature 1 (NLL-best temperature "
+                  f"{f['best_temperature']}: ECE {f['ece_best']:.3f}); uncertain threshold {u['threshold']}, which flags "
+                  f"{_pct(u['flagged_share_dev'])} of dev reviews, about the share of mixed ones among those read "
+                  f"({_pct(u['mixed_share_read'])}); among the read ones it flags "
+                  + ", ".join(f"{u['flagged_by_verdict'][k]} of {u['read_by_verdict'][k]} {k}" for k in u["read_by_verdict"])
+                  + f" (precision {_pct(u['precision_mixed'])}, recall {_pct(u['recall_mixed'])} for mixed; the F1-best "
+                  f"threshold {u['f1_best']['threshold']} would flag {_pct(u['f1_best']['flagged_share_dev'])})."]
+    return "\n".join(lines)
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -415,7 +484,7 @@ def _accuracy_plot(plt, save, r, injection, tag):
         seed.append(rv["agree"].get("seed", {}).get("accuracy") or 0)
     if injection:
         inj = injection[-1][1]["methods"]
-        groups.append(f"injection\nlabel holds")
+        groups.append("injection\nlabel holds")
         ours.append(inj.get("ours", {}).get("holds") or 0)
         seed.append(inj.get("seed", {}).get("holds") or 0)
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -437,7 +506,8 @@ def _accuracy_plot(plt, save, r, injection, tag):
 SUMMARY_START, SUMMARY_END = "<!-- bench:summary:start -->", "<!-- bench:summary:end -->"
 SUMMARY_ROWS = ("Sentiment latency, median (200", "Accuracy, raw labels (200)", "Accuracy, raw labels (1000)",
                 "Paired, same items (1000)",
-                "Accuracy on hand-read", "Injection", "Chat TTFT, 1 turn", "Chat decode, 1 turn", "Start-up",
+                "Accuracy on hand-read", "Confidence calibration error", "Injection: label holds, all",
+                "Injection: seen", "Injection: unseen", "Chat TTFT, 1 turn", "Chat decode, 1 turn", "Start-up",
                 "Peak RSS while loading", "Peak RSS while serving", "/api/infer (emotion), 8 client")
 
 
@@ -485,6 +555,7 @@ def main() -> None:
         print(text)
     else:
         write_readme(args.readme, text)
+        write_readme(args.readme, design_table(args.results / "prompt_robust.json"), DESIGN_START, DESIGN_END)
         print(f"updated {args.readme}")
         if args.project_readme.is_file() and SUMMARY_START in args.project_readme.read_text(encoding="utf-8"):
             write_readme(args.project_readme, summary(results), SUMMARY_START, SUMMARY_END)

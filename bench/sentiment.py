@@ -70,6 +70,45 @@ def classification_metrics(golds: Sequence[str], preds: Sequence[str], labels: S
             "confusion": matrix, "unparsed": sum(matrix[g][UNPARSED] for g in labels)}
 
 
+def calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> dict[str, Any]:
+    """Expected calibration error: |accuracy - mean confidence| per bin, weighted by the bin's share.
+
+    Bins are equal-width over [0.5, 1], the range a two-label confidence can take.
+    """
+    n = len(confidences)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        lo, hi = 0.5 + 0.5 * b / bins, 0.5 + 0.5 * (b + 1) / bins
+        idx = [i for i, c in enumerate(confidences) if lo <= c < hi or (b == bins - 1 and c == hi)]
+        if not idx:
+            continue
+        acc = sum(correct[i] for i in idx) / len(idx)
+        conf = sum(confidences[i] for i in idx) / len(idx)
+        ece += len(idx) / n * abs(acc - conf)
+        rows.append({"lo": lo, "hi": hi, "n": len(idx), "accuracy": acc, "confidence": conf})
+    return {"ece": ece if n else None, "bins": rows}
+
+
+def uncertain_stats(rows: Sequence[dict[str, Any]], reviewed: dict[int, dict[str, str]] | None) -> dict[str, Any]:
+    """How often ours flags uncertain, its accuracy with and without the flag, and which hand-read verdicts it flags."""
+    flagged = [r for r in rows if r["ours"].get("uncertain")]
+    kept = [r for r in rows if not r["ours"].get("uncertain") and "error" not in r["ours"]]
+    acc = lambda rs: sum(r["ours"]["label"] == r["gold"] for r in rs) / len(rs) if rs else None  # noqa: E731
+    out = {"flagged": len(flagged), "share": len(flagged) / len(rows) if rows else None,
+           "accuracy_flagged": acc(flagged), "accuracy_not_flagged": acc(kept)}
+    if reviewed:
+        by_verdict: dict[str, list[int]] = {}
+        for r in rows:
+            if r["index"] in reviewed:
+                v = by_verdict.setdefault(reviewed[r["index"]]["verdict"], [0, 0])
+                v[0] += bool(r["ours"].get("uncertain"))
+                v[1] += 1
+        out["flagged_by_verdict"] = {k: {"flagged": f, "of": n} for k, (f, n) in by_verdict.items()}
+        total = sum(f for f, _ in by_verdict.values())
+        out["flagged_read_mixed_share"] = by_verdict.get("mixed", [0, 0])[0] / total if total else None
+    return out
+
+
 def run_items(engine, items: Sequence[tuple[str, str]], methods: Sequence[str], deadline: Deadline,
               progress: bool = True, stock_engine=None) -> list[dict[str, Any]]:
     """Each item through each method, alternating which goes first; stops early at the deadline.
@@ -113,6 +152,10 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str], engine, limits
         }
         if m == "ours":
             out["methods"][m]["model_latency_ms"] = summary(r[m]["model_ms"] for r in rows if "error" not in r[m])
+            scored = [r for r in rows if "error" not in r[m]]
+            out["methods"][m]["calibration"] = calibration_error([r[m]["confidence"] for r in scored],
+                                                                 [r[m]["label"] == r["gold"] for r in scored])
+            out["methods"][m]["uncertain"] = uncertain_stats(rows, reviewed)
     ok = [r for r in rows if not any("error" in r[m] for m in methods)]
     if "ours" in methods and "seed" in methods and ok:
         lo, ls = out["methods"]["ours"]["latency_ms"], out["methods"]["seed"]["latency_ms"]
@@ -126,7 +169,7 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str], engine, limits
         for r in ok:
             t = r["ours"]["tokens"]
             # The engine scores only the labels' rows of the output head: no vocabulary-wide lm_head.
-            flops = cost.forward_flops(t, past=prefix, logits_kept=0) + 2.0 * cost.hidden * len(engine.sentiment.labels)
+            flops = cost.forward_flops(t, past=prefix, logits_kept=0) + 2.0 * cost.hidden * sum(map(len, engine.sentiment.answer_ids))
             r["ours"]["floor_ms"] = flops / (peak * 1e9) * 1000
             r["ours"]["floor_at_size_ms"] = flops / (machine.matmul_gflops_at(limits["matmul"], t) * 1e9) * 1000
             r["ours"]["flops"] = flops
@@ -134,7 +177,7 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str], engine, limits
         out["floor"] = {
             "what": "FLOPs of the tokens our forward runs (user text + template suffix, attention over the "
                     "cached prefix, the labels' rows of the output head) / peak measured FP32 matmul GFLOP/s",
-            "prefix_tokens": prefix, "suffix_tokens": len(engine.sentiment.suffix_ids),
+            "prefix_tokens": prefix, "suffix_tokens": engine.sentiment.suffix_tokens,
             "peak_gflops": peak,
             "floor_ms": floor,
             "floor_at_size_ms": summary(r["ours"]["floor_at_size_ms"] for r in ok),
@@ -224,7 +267,7 @@ def profile_ours(engine, texts: Sequence[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200, help="held-out items (balanced; a prefix of any larger n)")
-    p.add_argument("--methods", default="ours,seed,seed_packed,ours_stock",
+    p.add_argument("--methods", default="ours,previous,seed,seed_packed,ours_stock",
                    help="comma-separated, from: " + ", ".join(VARIANTS) + " (see bench/methods.py)")
     p.add_argument("--warmup", type=int, default=4, help="dev-set items run first, untimed")
     p.add_argument("--time-budget", type=float, default=3600, help="stop after this many seconds (recorded)")
@@ -277,6 +320,10 @@ def _print(result: dict[str, Any], methods: Sequence[str]) -> None:
         lat, met = r["latency_ms"], r["metrics"]
         print(f"{m:11s} acc {met['accuracy']:.3f} macroF1 {met['macro_f1']:.3f} unparsed {met['unparsed']} "
               f"median {lat['median']:.1f} ms p90 {lat['p90']:.1f} ms")
+        errors = {g: {p: n for p, n in row.items() if p != g and n} for g, row in met["confusion"].items()}
+        print(f"{'':11s} errors by gold label: {errors}")
+        if "calibration" in r:
+            print(f"{'':11s} ECE (10 bins) {r['calibration']['ece']:.3f}; uncertain {r['uncertain']}")
     if "speedup" in result:
         print(f"seed/ours: median x{result['speedup']['median']:.2f}, p90 x{result['speedup']['p90']:.2f}")
     if "floor" in result:

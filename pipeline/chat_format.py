@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Sequence
 
-from .errors import WeightsNotFoundError
+from .errors import ModelCompatibilityError
 
 
 def encode_pieces(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) -> list[list[int]]:
@@ -25,7 +25,7 @@ def encode_pieces(tokenizer, messages: Sequence[dict], add_generation_prompt: bo
     for message, placeholder in zip(messages, placeholders):
         before, found, rest = rest.partition(placeholder)
         if not found:
-            raise WeightsNotFoundError("the tokenizer's chat template does not place each message's content once")
+            raise ModelCompatibilityError("the tokenizer's chat template does not place each message's content once")
         pieces.append(_encode(tokenizer, before, split_special=False))
         pieces.append(_encode(tokenizer, message["content"], split_special=True))
     pieces.append(_encode(tokenizer, rest, split_special=False))

@@ -56,7 +56,7 @@ class Engine:
         # kernels as every request; the head after, so the scorer copies its two rows from a dense one.
         self.packed_linears = packing.pack_decoder_linears(model) if settings.pack_weights else 0
         with self._lock:
-            self.sentiment = SentimentScorer(model, tokenizer, settings.sentiment_system_prompt)
+            self.sentiment = SentimentScorer(model, tokenizer, settings.sentiment_prompt)
         if settings.pack_weights and packing.pack_output_head(model):
             self.packed_linears += 1
         if self.packed_linears:
@@ -136,12 +136,12 @@ class Engine:
 
     def classify(self, text: str) -> Sentiment:
         """The sentiment of text: one of LABELS with its confidence."""
-        ids = self.encode_user_text(self.clean_text(text))
+        ids = self.encode_user_text(self.sentiment.quote(self.clean_text(text)))
         with self._lock:
             started = time.perf_counter()
-            logits = self.sentiment.label_logits(ids)
+            log_odds = self.sentiment.question_log_odds(ids)
             latency_ms = (time.perf_counter() - started) * 1000
-        return self.sentiment.parse(logits, latency_ms)
+        return self.sentiment.parse(log_odds, latency_ms)
 
     def build_chat_prompt(self, history: Any, message: str) -> tuple[list[int], int]:
         """(prompt ids, number of history messages dropped) for history + message within the budget."""

@@ -7,3 +7,7 @@ class UserInputError(ValueError):
 
 class WeightsNotFoundError(FileNotFoundError):
     """The model folder is missing or incomplete; the message names it and how to fill it."""
+
+
+class ModelCompatibilityError(RuntimeError):
+    """The model loads but cannot serve a role: its chat template or tokenizer does not fit the prompts."""

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from .errors import WeightsNotFoundError
+from .errors import ModelCompatibilityError, WeightsNotFoundError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,5 +62,5 @@ def load_model(settings: Settings):
     model.eval()
     model.requires_grad_(False)
     if tokenizer.chat_template is None:
-        raise WeightsNotFoundError(f"Model folder {settings.model_dir} has no chat template in its tokenizer config.")
+        raise ModelCompatibilityError(f"Model folder {settings.model_dir} has no chat template in its tokenizer config.")
     return model, tokenizer

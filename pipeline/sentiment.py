@@ -1,91 +1,165 @@
-"""Sentiment by label scoring: one forward pass over the user's tokens on a cached prompt prefix."""
+"""Sentiment by answer scoring: the review, fenced, read once on a cached prefix; short questions after it."""
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from .chat_format import encode_pieces, encode_text
-from .errors import WeightsNotFoundError
+from .errors import ModelCompatibilityError
 from .packing import head_rows
-from .prompts import CALIBRATION_TEXTS, LABELS
+from .prompts import LABELS, Question, SentimentPrompt
 
 
 @dataclass(frozen=True)
 class Sentiment:
-    """A label from LABELS, its probability among the labels, and how long the model took."""
+    """A label from LABELS, its probability, whether it is too close to call, and the model's time."""
 
     label: str
     confidence: float
     latency_ms: float
     scores: dict[str, float]
+    uncertain: bool = False
 
 
 class SentimentScorer:
-    """Scores the labels' first tokens after [system prompt, user text] in the chat template.
+    """Scores a prompt's answer words after [system, our words, fenced review, a question] in the chat template.
 
-    The prefix (everything before the user's text) is run once here and its KV cache copied for
-    each request, so a request costs the user's tokens plus the few template tokens after them.
+    Everything before the review is run once here and its KV cache copied for each request. The review is
+    read once; each question after it (a few tokens: closing fence, question, assistant turn, our opening
+    words) is a row of one small batched forward on the review's cache, so k questions cost the review's
+    tokens once plus k short suffixes. Each question gives the log-odds of LABELS[0] over LABELS[1]
+    (answer words summed per label), minus its bias on content-free inputs when calibrating; the label
+    comes from the mean over questions.
     """
 
-    def __init__(self, model, tokenizer, system_prompt: str, examples: Sequence[tuple[str, str]] = (),
-                 labels: Sequence[str] = LABELS, calibrate: bool = False):
+    def __init__(self, model, tokenizer, prompt: SentimentPrompt, calibrate: bool = True,
+                 uncertain_below: float | None = None):
         self.model = model
-        self.labels = tuple(labels)
-        messages = [{"role": "system", "content": system_prompt}]
-        for text, label in examples:  # few-shot turns live in the cached prefix: free per request
-            messages += [{"role": "user", "content": text}, {"role": "assistant", "content": label}]
-        messages.append({"role": "user", "content": ""})
-        pieces = encode_pieces(tokenizer, messages, add_generation_prompt=True)
-        # pieces: [template, content, template, content, ..., user text (empty here), template]
-        self.prefix_ids = [i for piece in pieces[:-2] for i in piece]
-        self.suffix_ids = pieces[-1]
-        self.label_token_ids = [label_token_id(tokenizer, label) for label in self.labels]
-        if len(set(self.label_token_ids)) != len(self.labels):
-            raise WeightsNotFoundError(
-                f"labels {self.labels} share a first token in this tokenizer; they cannot be scored apart")
-        # Only the labels' rows of the output head are ever needed: scoring two rows instead of the
-        # whole vocabulary saves reading the head's weights (vocab x hidden, ~0.5 GB) per request.
+        self.prompt = prompt
+        self.labels = LABELS
+        self.uncertain_below = prompt.uncertain_below if uncertain_below is None else uncertain_below
+        self.prefix_ids, self.suffixes = _frame(tokenizer, prompt)
+        # Per question: the answer tokens (all labels' words, in order) and which label each belongs to.
+        self.answer_ids: list[list[int]] = []
+        self.answer_label: list[list[int]] = []
+        for question in prompt.questions:
+            ids, owners = [], []
+            for k, label in enumerate(LABELS):
+                for word in question.answers[label]:
+                    ids.append(answer_token_id(tokenizer, question, word))
+                    owners.append(k)
+            if len(set(ids)) != len(ids):
+                raise ModelCompatibilityError(
+                    f"answer words {question.answers} share a first token in this tokenizer; they cannot be scored apart")
+            self.answer_ids.append(ids)
+            self.answer_label.append(owners)
+        # Only the answer words' rows of the output head are ever needed: a few rows instead of the whole
+        # vocabulary saves reading the head's weights (vocab x hidden, ~0.5 GB) per request.
         head = model.get_output_embeddings()
-        self._label_head = head_rows(head, self.label_token_ids)
-        self._label_head_bias = None if head.bias is None else head.bias[self.label_token_ids].detach().clone()
+        all_ids = [i for ids in self.answer_ids for i in ids]
+        self._head = head_rows(head, all_ids)
+        self._head_bias = None if head.bias is None else head.bias[all_ids].detach().clone()
         with torch.inference_mode():
             out = model.base_model(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
         self._prefix_cache = out.past_key_values
-        # The label bias on content-free inputs, in log-probabilities; zero when not calibrating.
-        self.bias = torch.zeros(len(self.labels))
-        if calibrate:
+        # Each question's log-odds on content-free inputs (Zhao et al., 2021): its lean before any review.
+        self.bias = torch.zeros(len(prompt.questions))
+        if calibrate and prompt.calibration_texts:
             self.bias = torch.stack([
-                torch.log_softmax(self.label_logits(encode_text(tokenizer, text)), -1) for text in CALIBRATION_TEXTS
+                self.question_log_odds(encode_text(tokenizer, self.quote(text))) for text in prompt.calibration_texts
             ]).mean(0)
 
-    def label_logits(self, text_ids: Sequence[int], use_prefix_cache: bool = True) -> torch.Tensor:
-        """Next-token logits of each label after the user's text (one forward, last position only)."""
-        body = list(text_ids) + self.suffix_ids
+    def quote(self, text: str) -> str:
+        """The review as it goes inside the fence (see SentimentPrompt.quote)."""
+        return self.prompt.quote(text)
+
+    @property
+    def suffix_tokens(self) -> int:
+        """Tokens run after the review per request, over all questions."""
+        return sum(len(s) for s in self.suffixes)
+
+    def question_log_odds(self, text_ids: Sequence[int], use_prefix_cache: bool = True) -> torch.Tensor:
+        """Log-odds of LABELS[0] over LABELS[1] per question, after the quoted review's token ids."""
         with torch.inference_mode():
-            if use_prefix_cache:
-                # The cache object grows in place during a forward, so each request gets its own copy.
-                out = self.model.base_model(
-                    input_ids=torch.tensor([body]), past_key_values=copy.deepcopy(self._prefix_cache), use_cache=True)
+            if len(self.suffixes) == 1:
+                hidden = self._last_hidden_single(list(text_ids), use_prefix_cache)
             else:
-                out = self.model.base_model(input_ids=torch.tensor([self.prefix_ids + body]), use_cache=False)
-            last_hidden = out.last_hidden_state[0, -1]
-            logits = torch.nn.functional.linear(last_hidden, self._label_head, self._label_head_bias)
-        return logits.float()
+                hidden = self._last_hidden_batched(list(text_ids), use_prefix_cache)
+            logits = torch.nn.functional.linear(hidden, self._head, self._head_bias).float()
+        out, start = [], 0
+        for q, (ids, owners) in enumerate(zip(self.answer_ids, self.answer_label)):
+            row = torch.log_softmax(logits[q, start:start + len(ids)], -1)
+            start += len(ids)
+            per_label = [torch.logsumexp(row[[j for j, o in enumerate(owners) if o == k]], 0) for k in range(len(LABELS))]
+            out.append(per_label[0] - per_label[1])
+        return torch.stack(out)
 
-    def parse(self, logits: torch.Tensor, latency_ms: float) -> Sentiment:
-        """The label with the highest calibrated score; confidence is its probability among the labels."""
-        probs = torch.softmax(torch.log_softmax(logits, -1) - self.bias, dim=-1).tolist()
-        best = max(range(len(self.labels)), key=probs.__getitem__)
-        return Sentiment(self.labels[best], probs[best], latency_ms, dict(zip(self.labels, probs)))
+    def _last_hidden_single(self, text_ids: list[int], use_prefix_cache: bool) -> torch.Tensor:
+        body = text_ids + self.suffixes[0]
+        if use_prefix_cache:
+            # The cache object grows in place during a forward, so each request gets its own copy.
+            out = self.model.base_model(input_ids=torch.tensor([body]),
+                                        past_key_values=copy.deepcopy(self._prefix_cache), use_cache=True)
+        else:
+            out = self.model.base_model(input_ids=torch.tensor([self.prefix_ids + body]), use_cache=False)
+        return out.last_hidden_state[0, -1:].expand(len(self.answer_ids), -1)
+
+    def _last_hidden_batched(self, text_ids: list[int], use_prefix_cache: bool) -> torch.Tensor:
+        if use_prefix_cache:
+            cache = copy.deepcopy(self._prefix_cache)
+            if text_ids:
+                self.model.base_model(input_ids=torch.tensor([text_ids]), past_key_values=cache, use_cache=True)
+        else:
+            cache = self.model.base_model(input_ids=torch.tensor([self.prefix_ids + text_ids]),
+                                          use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(self.suffixes))
+        # Suffixes of different lengths are right-padded: attention is causal, so padding after a row's
+        # last real token cannot change it, and positions continue from the cache as they should.
+        width = max(len(s) for s in self.suffixes)
+        batch = torch.tensor([s + [s[-1]] * (width - len(s)) for s in self.suffixes])
+        out = self.model.base_model(input_ids=batch, past_key_values=cache, use_cache=True)
+        last = torch.tensor([len(s) - 1 for s in self.suffixes])
+        return out.last_hidden_state[torch.arange(len(self.suffixes)), last]
+
+    def parse(self, log_odds: torch.Tensor, latency_ms: float) -> Sentiment:
+        """The label from the mean calibrated log-odds; confidence is the label's probability."""
+        margin = float((log_odds - self.bias).mean()) / self.prompt.temperature
+        p_first = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, margin))))
+        probs = (p_first, 1.0 - p_first)
+        best = 0 if margin >= 0 else 1
+        return Sentiment(self.labels[best], probs[best], latency_ms, dict(zip(self.labels, probs)),
+                         uncertain=probs[best] < self.uncertain_below)
 
 
-def label_token_id(tokenizer, label: str) -> int:
-    """The first token of a label as the assistant would start its answer with it."""
-    ids = tokenizer(label, add_special_tokens=False)["input_ids"]
+def _frame(tokenizer, prompt: SentimentPrompt) -> tuple[list[int], list[list[int]]]:
+    """(prefix ids up to the opening fence, one suffix of ids per question) through the chat template."""
+    first = prompt.questions[0]
+    messages = [{"role": "system", "content": prompt.system}]
+    for review, label in prompt.examples:
+        messages += [{"role": "user", "content": prompt.before_text + prompt.fence[0] + prompt.quote(review)
+                      + prompt.fence[1] + first.after_text},
+                     {"role": "assistant", "content": first.answer_prefix + first.answers[label][0]}]
+    messages.append({"role": "user", "content": ""})
+    pieces = encode_pieces(tokenizer, messages, add_generation_prompt=True)
+    # pieces: [template, system, template, (example turns, template)..., user content (empty), template + assistant turn]
+    prefix = [i for piece in pieces[:-2] for i in piece] + encode_text(tokenizer, prompt.before_text + prompt.fence[0])
+    suffixes = [encode_text(tokenizer, prompt.fence[1] + q.after_text) + pieces[-1] + encode_text(tokenizer, q.answer_prefix)
+                for q in prompt.questions]
+    return prefix, suffixes
+
+
+def answer_token_id(tokenizer, question: Question, word: str) -> int:
+    """The first token of an answer word as the assistant would write it after the question's opening words."""
+    opening = encode_text(tokenizer, question.answer_prefix)
+    ids = encode_text(tokenizer, question.answer_prefix + word)
+    if ids[:len(opening)] == opening and len(ids) > len(opening):
+        return ids[len(opening)]
+    ids = encode_text(tokenizer, word)  # the word merged with the opening: score it as written alone
     if not ids:
-        raise WeightsNotFoundError(f"the tokenizer encodes label {label!r} as nothing")
+        raise ModelCompatibilityError(f"the tokenizer encodes answer {word!r} as nothing")
     return ids[0]

@@ -57,6 +57,10 @@ class Settings:
         "(Qwen2.5) the packed output head is a second copy of the embedding.")
     sentiment_system_prompt: str = _setting(
         prompts.SENTIMENT_SYSTEM_PROMPT, "SENTIMENT_SYSTEM_PROMPT", "System prompt of the sentiment role.")
+    sentiment_uncertain_below: float | None = _setting(
+        None, "SENTIMENT_UNCERTAIN_BELOW",
+        "Confidence (0.5-1) under which a label is flagged uncertain. Unset: the prompt's own threshold, "
+        "chosen on the dev split (pipeline/prompts.py).")
     chat_system_prompt: str = _setting(
         prompts.CHAT_SYSTEM_PROMPT, "CHAT_SYSTEM_PROMPT", "System prompt of the chat role.")
 
@@ -65,12 +69,22 @@ class Settings:
         for name in ("max_input_tokens", "chat_max_new_tokens", "history_token_budget"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sentiment_uncertain_below is not None and not 0.5 <= self.sentiment_uncertain_below <= 1:
+            raise UserInputError(f"sentiment_uncertain_below must be between 0.5 and 1, got {self.sentiment_uncertain_below}")
         if self.threads is not None and self.threads < 1:
             raise UserInputError(f"threads must be at least 1, got {self.threads}")
         if self.history_token_budget < self.max_input_tokens:
             raise UserInputError(
                 f"history_token_budget ({self.history_token_budget}) must be at least "
                 f"max_input_tokens ({self.max_input_tokens}): the newest message always fits")
+
+    @property
+    def sentiment_prompt(self) -> prompts.SentimentPrompt:
+        """The sentiment layout, with this system prompt and uncertain threshold."""
+        prompt = dataclasses.replace(prompts.SENTIMENT_PROMPT, system=self.sentiment_system_prompt)
+        if self.sentiment_uncertain_below is not None:
+            prompt = dataclasses.replace(prompt, uncertain_below=self.sentiment_uncertain_below)
+        return prompt
 
     @property
     def torch_threads(self) -> int:

@@ -121,7 +121,7 @@ class FakeEngine:
         return route(text, Mode(default))
 
     def classify(self, text: str) -> Sentiment:
-        """Label by keywords; with classify_gate, sets `classifying` and waits for the gate first."""
+        """Label by keywords ("一般"/"还行": uncertain); with classify_gate, sets `classifying` and waits for the gate first."""
         text = self.clean_text(text)
         self.encode_user_text(text)
         self.calls.append(("classify", text))
@@ -131,6 +131,8 @@ class FakeEngine:
         negative = any(word in text for word in ("差", "坏", "失望", "糟"))
         label = LABELS[1] if negative else LABELS[0]
         other = LABELS[0] if negative else LABELS[1]
+        if any(word in text for word in ("一般", "还行")):  # mixed: too close to call
+            return Sentiment(label, 0.58, 1.5, {label: 0.58, other: 0.42}, uncertain=True)
         return Sentiment(label, 0.9, 1.5, {label: 0.9, other: 0.1})
 
     def chat(self, history: Any, message: str, max_new_tokens: int | None = None) -> FakeChatStream:

@@ -63,7 +63,8 @@ def test_infer_both_gives_label_confidence_reply_and_times(url):
     response = infer(url, text="这家餐厅的菜很好吃，服务也很周到！")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"emotion_label", "confidence", "chat_response", "inference_time_ms"}
+    assert set(body) == {"emotion_label", "confidence", "uncertain", "chat_response", "inference_time_ms"}
+    assert isinstance(body["uncertain"], bool)
     assert body["emotion_label"] in LABELS and 0.5 <= body["confidence"] <= 1
     assert isinstance(body["chat_response"], str)
     times = body["inference_time_ms"]
@@ -138,6 +139,7 @@ def test_gradio_client_sentiment_and_streamed_chat(client):
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/sentiment", "/chat"}
     result = client.predict("服务很好，下次还来", api_name="/sentiment")
     assert result["label"] in LABELS and 0.5 <= result["confidence"] <= 1 and result["inference_time_ms"] > 0
+    assert isinstance(result["uncertain"], bool)
     job = client.submit("你好", [{"role": "user", "content": "在吗"}, {"role": "assistant", "content": "在"}],
                         api_name="/chat")
     outputs = list(job)

@@ -102,14 +102,6 @@ def test_chat_paths(tiny_engine):
     assert b["step_ms"]["n"] == 2
 
 
-def test_injection_variants_and_summary(tiny_engine):
-    variants = injection.attacked("质量太差了", "负面")
-    assert len(variants) == len(injection.ATTACKS) and all("正面" in v for _, v in variants)
-    rows = [{"index": 0, "gold": "负面", "attack": a, "ours": {"label": "负面"}} for a in ["clean", *injection.ATTACKS]]
-    s = injection.summarise(rows, ["ours"])["methods"]["ours"]
-    assert s["holds"] == 1.0 and s["attacked_items"] == len(injection.ATTACKS)
-
-
 def test_report_table_from_results(tiny_engine, limits, tmp_path):
     items = [(text[:30], label) for text, label in data.heldout(2)]
     rows = sentiment.run_items(tiny_engine, items, ["ours", "seed"], sentiment.Deadline(300), progress=False)
@@ -126,17 +118,51 @@ def test_report_table_from_results(tiny_engine, limits, tmp_path):
     assert readme.read_text().count(report.START) == 1
 
 
-def test_prompt_dev_margins_agree_with_classify_and_thresholds_score_right(tiny_engine):
-    from bench import prompt_dev
+def test_prompt_robust_margins_decide_as_classify_does(tiny_engine):
+    from bench import prompt_robust
 
-    items = [(text[:30], label) for text, label in data.dev(4)]
-    margins = prompt_dev.margins(tiny_engine, tiny_engine.sentiment, items)
-    for (text, _), margin in zip(items, margins):
-        assert (margin > 0) == (tiny_engine.classify(text).label == "正面")
-    gold = ["正面", "负面", "正面"]
-    assert prompt_dev.accuracy([1.0, -1.0, -0.5], gold) == pytest.approx(2 / 3)
-    assert prompt_dev.accuracy([1.0, -1.0, -0.5], gold, threshold=-0.7) == 1.0
-    assert prompt_dev.best_threshold([1.0, -1.0, -0.5], gold) == -1.0  # the highest margin still called negative
+    texts = [text[:30] for text, _ in data.dev(4)]
+    scorer = tiny_engine.sentiment
+    for text, margin in zip(texts, prompt_robust.margins(tiny_engine, scorer, texts)):
+        assert prompt_robust.decide(margin, scorer.bias.tolist()) == tiny_engine.classify(text).label
+    assert prompt_robust.decide([1.0, -3.0], [0.0, -3.5]) == "正面"  # mean of calibrated log-odds: (1 + 0.5) / 2
+    assert prompt_robust.decide([1.0, -3.0], [0.0, 0.0]) == "负面"
+    bases = prompt_robust.attack_bases(6)
+    assert [label for _, label in bases].count("正面") == 3 and all(len(t) <= 150 for t, _ in bases)
+
+
+@pytest.mark.parametrize("placement, expected", [
+    ("before", "XX好。很差。"), ("after", "好。很差。XX"), ("middle", "好。XX很差。"),
+])
+def test_injection_places_the_attack(placement, expected):
+    assert injection.insert("好。很差。", placement, "XX") == expected
+
+
+def test_injection_attacks_push_to_the_other_label_in_every_family():
+    attacks = injection.attacked("质量很差。", "负面")
+    assert {family for family, _ in attacks} == set(injection.FAMILIES)
+    assert all("负面" not in text.replace("质量很差。", "") for _, text in attacks)
+    seen = injection.attacked("质量很差。", "负面", seen=True)
+    assert seen and all(injection.FAMILIES[f][0] for f, _ in seen)
+    assert len(seen) + len(injection.attacked("质量很差。", "负面", seen=False)) == len(attacks)
+
+
+def test_injection_summary_counts_holds_among_clean_correct():
+    def row(index, family, gold, ours):
+        return {"index": index, "gold": gold, "family": family, "ours": {"label": ours}}
+    rows = [row(0, "clean", "负面", "负面"), row(0, "ignore", "负面", "负面"), row(0, "before", "负面", "正面"),
+            row(1, "clean", "正面", "负面"), row(1, "ignore", "正面", "正面"), row(1, "before", "正面", "负面")]
+    s = injection.summarise(rows, ["ours"])["methods"]["ours"]
+    assert s["attacked_clean_correct"] == 2 and s["holds"] == 0.5  # review 1 was wrong when clean: not counted
+    assert (s["holds_seen"], s["holds_unseen"]) == (1.0, 0.0)
+    assert s["holds_raw"] == 0.5 and s["clean_accuracy"] == 0.5
+
+
+def test_calibration_error_bins():
+    perfect = sentiment.calibration_error([0.75] * 4 + [1.0] * 2, [True, True, True, False, True, True])
+    assert perfect["ece"] == pytest.approx(0.0)
+    off = sentiment.calibration_error([0.95] * 4, [True, False, True, False])
+    assert off["ece"] == pytest.approx(0.45) and off["bins"][0]["n"] == 4
 
 
 def test_project_readme_headline_rows_are_the_reports():

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-LABEL = re.compile(r"^(😄 正面|😞 负面) \d{1,3}%$")
+LABEL = re.compile(r"^(😄 正面|😞 负面|😐 偏正面|😐 偏负面) \d{1,3}%$")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,17 @@ def test_a_message_gets_its_label_then_a_streamed_reply(page, tiny_engine):
         own = urlparse(app.local_url).netloc
     hosts = {urlparse(url).netloc for url in page.requested if not url.startswith(("data:", "blob:"))}
     assert hosts == {own}, f"the page asked other hosts: {hosts - {own}}"
+
+
+def test_a_mixed_review_is_shown_as_leaning_not_as_a_verdict(page):
+    """An uncertain label reads "😐 偏负面 58%" in the side box and in the chat."""
+    with serve(FakeEngine()) as app:
+        open_app(page, app)
+        page.get_by_label("仅情感分析").check()
+        page.fill("#msg textarea", "还行吧，就是物流有点差")
+        page.press("#msg textarea", "Enter")
+        wait_until(lambda: label(page) == "😐 偏负面 58%", what="the uncertain label")
+        wait_until(lambda: "😐 偏负面 58%" in chat_text(page), what="the label in the chat")
 
 
 def test_the_reply_streams_and_stop_frees_the_engine(page):

@@ -50,6 +50,15 @@ class Consumer(threading.Thread):
             self.error = exc
 
 
+@pytest.mark.parametrize("text, shown", [
+    ("今天很开心", "😄 正面 90%"), ("太差了", "😞 负面 90%"), ("还行吧，有点差", "😐 偏负面 58%"), ("一般，挺好", "😐 偏正面 58%"),
+])
+def test_the_label_says_when_it_is_too_close_to_call(text, shown):
+    engine, session = FakeEngine(), Session()
+    label, _, chat = send(service_for(engine), session, text, "emotion")
+    assert label == shown and shown in chat[-1]["content"]
+
+
 def test_send_shows_the_message_and_clears_the_input_before_any_model_work():
     engine, session = FakeEngine(), Session()
     textbox, chat, label, timing = start_turn(service_for(engine), "今天很开心", "both", session)
@@ -304,7 +313,9 @@ def test_the_named_api_functions():
         return [item async for item in agen]
 
     assert asyncio.run(demo.sentiment_api(service, "太差了")) == {
-        "label": LABELS[1], "confidence": 0.9, "inference_time_ms": 1.5}
+        "label": LABELS[1], "confidence": 0.9, "uncertain": False, "inference_time_ms": 1.5}
+    assert asyncio.run(demo.sentiment_api(service, "还行，就是有点差")) == {
+        "label": LABELS[1], "confidence": 0.58, "uncertain": True, "inference_time_ms": 1.5}
     assert asyncio.run(collect(demo.chat_api(service, "hi", [{"role": "user", "content": "x"}]))) == ["a", "ab"]
     with pytest.raises(gr.Error, match="empty"):
         asyncio.run(demo.sentiment_api(service, " "))

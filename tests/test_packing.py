@@ -54,8 +54,8 @@ def test_engine_packs_every_linear_by_default_and_none_when_told_not(tiny_engine
 
 @pytest.mark.parametrize("text", ["这家酒店的服务很好", "物流慢，包装破损，非常失望。", "a", "😄" * 30])
 def test_packed_and_stock_layouts_score_alike(tiny_engine, stock_engine, text):
-    packed = tiny_engine.sentiment.label_logits(tiny_engine.encode_user_text(text))
-    stock = stock_engine.sentiment.label_logits(stock_engine.encode_user_text(text))
+    packed = tiny_engine.sentiment.question_log_odds(tiny_engine.encode_user_text(tiny_engine.sentiment.quote(text)))
+    stock = stock_engine.sentiment.question_log_odds(stock_engine.encode_user_text(stock_engine.sentiment.quote(text)))
     assert torch.allclose(packed, stock, atol=1e-4), (packed, stock)
     assert tiny_engine.classify(text).label == stock_engine.classify(text).label
 

@@ -112,11 +112,14 @@ def test_infer_runs_the_modes_and_times_them():
     service = ModelService(engine, 4)
     both = service.infer(InferRequest("这部电影太差了", [], Mode.BOTH), Job())
     assert both["emotion_label"] == LABELS[1] and both["confidence"] == pytest.approx(0.9)
+    assert both["uncertain"] is False
     assert both["chat_response"] == "回复：这部电影太差了"
+    mixed = service.infer(InferRequest("还行，有点差", [], Mode.EMOTION), Job())
+    assert (mixed["emotion_label"], mixed["confidence"], mixed["uncertain"]) == (LABELS[1], 0.58, True)
     assert set(both["inference_time_ms"]) == {"emotion", "chat", "total"}
     assert all(v is not None for v in both["inference_time_ms"].values())
     emotion = service.infer(InferRequest("#CHAT# 你好", [], Mode.EMOTION), Job())  # the typed tag wins
-    assert emotion["emotion_label"] is None and emotion["chat_response"] == "回复：你好"
+    assert emotion["emotion_label"] is None and emotion["uncertain"] is None and emotion["chat_response"] == "回复：你好"
     assert emotion["inference_time_ms"]["emotion"] is None
 
 

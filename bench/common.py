@@ -100,7 +100,7 @@ def provenance(model: dict[str, Any] | None = None, engine=None) -> dict[str, An
     from pipeline import prompts
 
     prompt_text = json.dumps([prompts.SENTIMENT_SYSTEM_PROMPT, prompts.SEED_SYSTEM_PROMPT,
-                              prompts.CHAT_SYSTEM_PROMPT], ensure_ascii=False)
+                              prompts.CHAT_SYSTEM_PROMPT, repr(prompts.SENTIMENT_PROMPT)], ensure_ascii=False)
     head = _git("rev-parse", "HEAD")
     if head is None and os.environ.get("BENCH_SOURCE_COMMIT"):
         # an exported tree (`git archive COMMIT`): the commit it came from, clean by construction
@@ -121,6 +121,9 @@ def provenance(model: dict[str, Any] | None = None, engine=None) -> dict[str, An
         "transformers": transformers.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu": _cpu_name(),
+        "cpu_isa_flags": _cpu_isa_flags(),
+        "isa_caps": {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+                     if k in os.environ},
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "loadavg_start": list(_LOADAVG_AT_IMPORT) if _LOADAVG_AT_IMPORT else None,
         "argv": sys.argv,
@@ -131,6 +134,17 @@ def provenance(model: dict[str, Any] | None = None, engine=None) -> dict[str, An
         info["settings"] = {k: str(v) for k, v in vars(engine.settings).items()
                             if k not in ("sentiment_system_prompt", "chat_system_prompt")}
     return info
+
+
+def _cpu_isa_flags() -> list[str]:
+    """The vector-ISA flags /proc/cpuinfo lists (AVX2, AVX-512, AMX, ...): what the kernels may use."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma", "f16c", "sve", "asimd")))
+    except OSError:
+        pass
+    return []
 
 
 def _cpu_name() -> str:

@@ -167,9 +167,15 @@ DEV_REVIEWED_TSV = Path(__file__).resolve().parent / "dev_reviewed.tsv"
 
 
 def load_dev_verdicts(path: Path = DEV_REVIEWED_TSV) -> dict[int, str]:
-    """{dev index: verdict} from the hand-read dev file (agree / contradicts / mixed)."""
+    """{dev index: verdict} from the hand-read dev file (agree / contradicts / mixed); checks each text's sha."""
+    from .sentiment import text_key
+
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()
             if line and not line.startswith("#") and not line.startswith("index")]
+    items = data.dev()
+    changed = [r[0] for r in rows if text_key(items[int(r[0])][0]) != r[2]]
+    if changed:
+        raise ValueError(f"{path.name}: the dev split changed under items {', '.join(changed)}")
     return {int(r[0]): r[3] for r in rows}
 
 

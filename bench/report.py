@@ -345,7 +345,7 @@ def design_table(path: Path) -> str:
     d = json.loads(path.read_text(encoding="utf-8"))
     lines = [f"{d['n']} dev reviews for accuracy; {d['bases']} short dev reviews × {len(d['attack_items']) // d['bases']} "
              "seen attacks for holds (among the reviews each layout labels right when clean).", "",
-             "| Layout | Accuracy (calibrated) | Holds, seen families | Weakest family | Suffix tokens | Prefix tokens | ms per review |",
+             "| Layout | Accuracy (calibrated) | Holds, seen families | Weakest family (raw: all 24 reviews) | Suffix tokens | Prefix tokens | ms per review (not comparable: other work ran during some runs) |",
              "|---|---|---|---|---|---|---|"]
     rows = sorted(d["variants"].items(), key=lambda kv: -(kv[1].get("holds_given_clean_correct") or kv[1].get("holds_calibrated") or 0))
     for name, v in rows:

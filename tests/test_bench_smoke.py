@@ -190,3 +190,10 @@ def test_paired_comparison_counts_each_item_once():
     assert (pair["ours_only"], pair["seed_only"], pair["both"], pair["neither"]) == (1, 1, 2, 1)
     assert pair["p"] == 1.0
     assert report.paired_comparison({"items": []}) is None
+
+
+def test_dev_verdicts_match_the_dev_split():
+    from bench import prompt_robust
+
+    verdicts = prompt_robust.load_dev_verdicts()
+    assert len(verdicts) == 120 and set(verdicts.values()) == {"agree", "mixed", "contradicts"}

@@ -300,8 +300,14 @@ def label_step(service: ModelService, session: Session):
 
 def reply_step(service: ModelService, session: Session) -> Iterator[tuple]:
     """Stream the replies of the turns that have their label, oldest first, token by token."""
+    replied = False
     while (turn := _oldest(session.to_reply, _labelled)) is not None:
+        replied = True
         yield from _reply(service, session, turn)
+    if not replied:
+        # A generator event that yields nothing makes Gradio blank its outputs (the whole chat, after a
+        # sentiment-only message): say "no change" instead.
+        yield gr.skip(), gr.skip()
 
 
 def _reply(service: ModelService, session: Session, turn: Turn) -> Iterator[tuple]:

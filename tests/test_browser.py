@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 
 from tests.fakes import FakeEngine
-from tests.served import serve, wait_until
+from tests.served import RecordingEngine, serve, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -74,6 +74,35 @@ def test_a_message_gets_its_label_then_a_streamed_reply(page, tiny_engine):
         own = urlparse(app.local_url).netloc
     hosts = {urlparse(url).netloc for url in page.requested if not url.startswith(("data:", "blob:"))}
     assert hosts == {own}, f"the page asked other hosts: {hosts - {own}}"
+
+
+class SlowLabels(RecordingEngine):
+    """The real engine with a label that takes about what the real model's does (a few hundred ms)."""
+
+    def classify(self, text):
+        threading.Event().wait(0.3)
+        return super().classify(text)
+
+
+def test_sentiment_only_messages_stay_in_the_chat(page, tiny_engine):
+    """The real engine (tiny model): sentiment-only turns, then a full one; every message stays shown.
+
+    Before the fix, the reply event of a sentiment-only message yielded nothing and Gradio blanked the chat.
+    """
+    with serve(SlowLabels(tiny_engine)) as app:
+        open_app(page, app)
+        page.get_by_label("仅情感分析").check()
+        for text in ("第一条：物流很快。", "第二条：包装破了。"):
+            page.fill("#msg textarea", text)
+            page.press("#msg textarea", "Enter")
+            wait_until(lambda: text in chat_text(page) and LABEL.match(label(page)), what=f"{text} and its label")
+        page.get_by_label("情感 + 对话").check()
+        page.fill("#msg textarea", "第三条：你好")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#timing').innerText.includes('回复')")
+        shown = chat_text(page)
+        assert all(t in shown for t in ("第一条：物流很快。", "第二条：包装破了。", "第三条：你好")), shown
+        assert len(re.findall(r"(😄 正面|😞 负面|😐 偏正面|😐 偏负面) \d{1,3}%", shown)) == 3, shown
 
 
 def test_a_mixed_review_is_shown_as_leaning_not_as_a_verdict(page):

@@ -28,7 +28,11 @@ def send(service, session, text, mode="both"):
 
 
 def reply(service, session) -> list[tuple]:
-    return list(reply_step(service, session))
+    """The reply event's updates, less the "no change" one it yields when it has nothing to reply to."""
+    return [u for u in reply_step(service, session) if not all(isinstance(x, NO_CHANGE) for x in u)]
+
+
+NO_CHANGE = type(gr.skip())
 
 
 def chat_calls(engine):
@@ -57,6 +61,17 @@ def test_the_label_says_when_it_is_too_close_to_call(text, shown):
     engine, session = FakeEngine(), Session()
     label, _, chat = send(service_for(engine), session, text, "emotion")
     assert label == shown and shown in chat[-1]["content"]
+
+
+def test_the_reply_event_of_a_sentiment_only_message_leaves_the_chat_alone():
+    # Gradio blanks the outputs of a generator event that yields nothing: the whole chat disappeared
+    # after a sentiment-only message on the live page (stand-in model) until this yielded "no change".
+    engine, session = FakeEngine(), Session()
+    service = service_for(engine)
+    send(service, session, "物流很快", "emotion")
+    updates = list(reply_step(service, session))
+    assert len(updates) == 1 and all(isinstance(u, NO_CHANGE) for u in updates[0])
+    assert session.display[0]["content"] == "物流很快" and "正面" in session.display[1]["content"]
 
 
 def test_send_shows_the_message_and_clears_the_input_before_any_model_work():

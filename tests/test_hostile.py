@@ -132,8 +132,9 @@ def label_shown(seen: Seen) -> None:
     if seen.side == "api":
         assert seen.response.json()["emotion_label"] in LABELS
     else:
-        assert any(seen.session.display[1]["content"].startswith(f"{demo.LABEL_EMOJI[label]} {label}")
-                   for label in LABELS)
+        shown = seen.session.display[1]["content"]
+        assert any(shown.startswith((f"{demo.LABEL_EMOJI[label]} {label}", f"{demo.UNCERTAIN_EMOJI} 偏{label}"))
+                   for label in LABELS), shown
 
 
 # -- the table ----------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class SentimentPrompt:
         words = [r"[\W_]*".join(re.escape(ch) for ch in word) for word in sorted(self.redact, key=len, reverse=True)]
         return re.compile("|".join(words) or r"(?!)", re.IGNORECASE)
 
+
 # The answer words in every spelling an instruction might use to hand them to the model.
 ANSWER_WORDS = ("正面", "负面", "負面", "positive", "negative")
 # Chat structure a review may not carry: template markers (and the role after one), and role labels

@@ -73,7 +73,11 @@ class SentimentPrompt:
         else:
             text = self._structure.sub(self.redacted, text)
         text = self._answer_words.sub(self.redacted, text)
-        return text.translate(str.maketrans(self.escape))
+        return text.translate(self._escape_table)
+
+    @functools.cached_property
+    def _escape_table(self) -> dict[int, str]:
+        return str.maketrans(self.escape)
 
     @functools.cached_property
     def _structure(self) -> re.Pattern:

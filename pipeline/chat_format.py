@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Sequence
 
@@ -42,7 +43,14 @@ def encode_text(tokenizer, text: str) -> list[int]:
     return _encode(tokenizer, text, split_special=True)
 
 
+# transformers switches split_special_tokens by setting a flag on the tokenizer's shared Rust backend
+# for each call, so two threads encoding at once could each get the other's setting: a template's
+# "<|im_start|>" split into plain characters, or a user's typed marker read as a special token.
+_ENCODE_LOCK = threading.Lock()
+
+
 def _encode(tokenizer, text: str, split_special: bool) -> list[int]:
     if not text:
         return []
-    return tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"]
+    with _ENCODE_LOCK:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=split_special)["input_ids"]

@@ -273,6 +273,31 @@ def test_concurrent_classify_and_chat_get_correct_results(tiny_engine):
     assert tiny_engine.active_generations == 0
 
 
+def test_concurrent_encoding_keeps_each_calls_special_token_setting(tiny_engine):
+    # transformers flips a flag on the shared tokenizer backend for split_special_tokens: unguarded, a
+    # template's marker could be split into text (or a user's typed marker read as special) under load.
+    tok = tiny_engine.tokenizer
+    marker = "<|im_start|>user\n你好"
+    as_text = chat_format._encode(tok, marker, split_special=True)
+    as_special = chat_format._encode(tok, marker, split_special=False)
+    assert as_text != as_special
+    wrong = []
+
+    def encode_many(split: bool, expected: list[int]) -> None:
+        for _ in range(300):
+            got = chat_format._encode(tok, marker, split_special=split)
+            if got != expected:
+                wrong.append(got)
+
+    threads = [threading.Thread(target=encode_many, args=(k % 2 == 0, as_text if k % 2 == 0 else as_special))
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
 def test_greedy_chat_is_same_alone_and_under_concurrency(tiny_model_dir):
     engine = pipeline.load_engine(tiny_model_dir, chat_max_new_tokens=16, do_sample=False, threads=1)
     alone = "".join(engine.chat([], "你好"))

@@ -51,7 +51,6 @@ class SentimentPrompt:
     # Content-free inputs for contextual calibration (Zhao et al., 2021): each question's lean on these
     # is measured at load and subtracted, so the same prompt works on another checkpoint.
     calibration_texts: tuple[str, ...] = ("N/A", "无", "[内容]")
-    temperature: float = 1.0  # divides the mean log-odds before the confidence is taken
     uncertain_below: float = 0.0  # a label whose confidence is under this is flagged uncertain
 
     # Drop each sentence, line or bracketed aside that names an answer word or carries chat structure,

@@ -37,12 +37,10 @@ class SentimentScorer:
     comes from the mean over questions.
     """
 
-    def __init__(self, model, tokenizer, prompt: SentimentPrompt, calibrate: bool = True,
-                 uncertain_below: float | None = None):
+    def __init__(self, model, tokenizer, prompt: SentimentPrompt, calibrate: bool = True):
         self.model = model
         self.prompt = prompt
         self.labels = LABELS
-        self.uncertain_below = prompt.uncertain_below if uncertain_below is None else uncertain_below
         self.prefix_ids, self.suffixes = _frame(tokenizer, prompt)
         # Per question: the answer tokens (all labels' words, in order) and which label each belongs to.
         self.answer_ids: list[list[int]] = []
@@ -128,12 +126,17 @@ class SentimentScorer:
 
     def parse(self, log_odds: torch.Tensor, latency_ms: float) -> Sentiment:
         """The label from the mean calibrated log-odds; confidence is the label's probability."""
-        margin = float((log_odds - self.bias).mean()) / self.prompt.temperature
-        p_first = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, margin))))
+        p_first = first_label_probability(log_odds.tolist(), self.bias.tolist())
         probs = (p_first, 1.0 - p_first)
-        best = 0 if margin >= 0 else 1
+        best = 0 if p_first >= 0.5 else 1
         return Sentiment(self.labels[best], probs[best], latency_ms, dict(zip(self.labels, probs)),
-                         uncertain=probs[best] < self.uncertain_below)
+                         uncertain=probs[best] < self.prompt.uncertain_below)
+
+
+def first_label_probability(log_odds: Sequence[float], bias: Sequence[float], temperature: float = 1.0) -> float:
+    """P(LABELS[0]): the sigmoid of the questions' mean calibrated log-odds (0.5 and above picks LABELS[0])."""
+    margin = sum(x - b for x, b in zip(log_odds, bias)) / len(log_odds) / temperature
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, margin))))
 
 
 def _frame(tokenizer, prompt: SentimentPrompt) -> tuple[list[int], list[list[int]]]:

@@ -197,3 +197,13 @@ def test_dev_verdicts_match_the_dev_split():
 
     verdicts = prompt_robust.load_dev_verdicts()
     assert len(verdicts) == 120 and set(verdicts.values()) == {"agree", "mixed", "contradicts"}
+
+
+def test_the_adopted_layout_is_the_one_measured_as_tagged_drop():
+    import dataclasses
+
+    from bench import prompt_robust
+    from pipeline.prompts import SENTIMENT_PROMPT
+
+    measured = prompt_robust.VARIANTS["tagged_drop"]
+    assert dataclasses.replace(measured, uncertain_below=SENTIMENT_PROMPT.uncertain_below) == SENTIMENT_PROMPT

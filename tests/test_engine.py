@@ -466,7 +466,7 @@ def test_confidence_is_the_sigmoid_of_the_mean_calibrated_log_odds(tiny_engine):
 def test_uncertain_when_confidence_is_under_the_threshold(tiny_engine, threshold, uncertain):
     from pipeline.sentiment import SentimentScorer
 
-    scorer = SentimentScorer(tiny_engine.model, tiny_engine.tokenizer, tiny_engine.sentiment.prompt,
-                             uncertain_below=threshold)
+    prompt = dataclasses.replace(tiny_engine.sentiment.prompt, uncertain_below=threshold)
+    scorer = SentimentScorer(tiny_engine.model, tiny_engine.tokenizer, prompt)
     result = scorer.parse(scorer.question_log_odds(quoted_ids(tiny_engine, "还行吧")), 0.0)
     assert result.uncertain is uncertain and result.label in LABELS

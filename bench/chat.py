@@ -61,13 +61,13 @@ def engine_run(engine, turns: int, max_new_tokens: int) -> dict[str, Any]:
     """One reply through engine.chat, consumed as a client would."""
     torch.manual_seed(0)
     history = history_messages(turns)
-    prompt_ids, dropped = engine.build_chat_prompt(history, MESSAGE)
     started = time.perf_counter()
-    stream = engine.chat(history, MESSAGE, max_new_tokens=max_new_tokens)
+    request = engine.prepare(MESSAGE, history, mode="chat", tags=False)  # checked and tokenized, as a request is
+    stream = engine.chat(request, max_new_tokens=max_new_tokens)
     pieces = sum(1 for _ in stream)
     wall_ms = (time.perf_counter() - started) * 1000
     decode_s = (stream.latency_ms - stream.first_token_ms) / 1000 if stream.first_token_ms is not None else None
-    return {"prompt_tokens": len(prompt_ids), "history_dropped": dropped, "new_tokens": stream.new_tokens,
+    return {"prompt_tokens": len(request.prompt_ids), "history_dropped": request.history_dropped, "new_tokens": stream.new_tokens,
             "pieces": pieces, "finish_reason": stream.finish_reason, "first_token_ms": stream.first_token_ms,
             "latency_ms": stream.latency_ms, "wall_ms": wall_ms,
             "decode_tps": (stream.new_tokens - 1) / decode_s if decode_s and stream.new_tokens > 1 else None}
@@ -75,7 +75,7 @@ def engine_run(engine, turns: int, max_new_tokens: int) -> dict[str, Any]:
 
 def bare_run(engine, turns: int, new_tokens: int) -> dict[str, Any]:
     """The same prompt with a bare loop: one prefill forward, then one forward per token (greedy)."""
-    prompt_ids, _ = engine.build_chat_prompt(history_messages(turns), MESSAGE)
+    prompt_ids = list(engine.prepare(MESSAGE, history_messages(turns), mode="chat", tags=False).prompt_ids)
     model = engine.model
     with torch.inference_mode():
         t0 = time.perf_counter()

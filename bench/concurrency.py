@@ -2,6 +2,7 @@
 
     python -m bench.concurrency --model-dir DIR [--clients 1,4,8] [--requests 4] [--mode emotion]
     python -m bench.concurrency --url http://127.0.0.1:7860   (a server already running)
+    python -m bench.concurrency --model-dir DIR --mode both --label-clients 1   (+ a user who only wants labels)
 
 Each client is a thread with its own HTTP connection sending --requests requests back to back (each
 level also stops at --level-budget seconds: bounded in count and in time). Texts come from a fixed
@@ -48,13 +49,15 @@ def _server_cpu_s(pid: int | None) -> float | None:
 
 
 def run_level(url: str, clients: int, requests: int, budget: float, mode: str, texts: list[str],
-              history: list | None, server_pid: int | None = None) -> dict[str, Any]:
+              history: list | None, server_pid: int | None = None, label_clients: int = 0) -> dict[str, Any]:
     import httpx
 
     results: list[dict[str, Any]] = []
+    labels: list[dict[str, Any]] = []
     lock = threading.Lock()
     deadline = time.monotonic() + budget
-    barrier = threading.Barrier(clients)
+    barrier = threading.Barrier(clients + label_clients)
+    main_done = threading.Event()
 
     def worker(k: int) -> None:
         with httpx.Client(timeout=httpx.Timeout(max(5.0, budget), connect=10.0), trust_env=False) as client:
@@ -71,12 +74,28 @@ def run_level(url: str, clients: int, requests: int, budget: float, mode: str, t
                     results.append({"client": k, "ms": ms, "error": error, "server_ms": server_ms,
                                     "end": time.perf_counter()})
 
+    def label_worker(k: int) -> None:
+        # Another user who only wants labels, sending one after another while the others' requests run.
+        with httpx.Client(timeout=httpx.Timeout(max(5.0, budget), connect=10.0), trust_env=False) as client:
+            barrier.wait(30)
+            i = 0
+            while not main_done.is_set() and time.monotonic() < deadline:
+                t0 = time.perf_counter()
+                _, error = infer(client, url, texts[(k + i) % len(texts)], "emotion")
+                with lock:
+                    labels.append({"ms": (time.perf_counter() - t0) * 1000, "error": error})
+                i += 1
+
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
+    label_threads = [threading.Thread(target=label_worker, args=(k,), daemon=True) for k in range(label_clients)]
     cpu, server_cpu0 = CpuShare(), _server_cpu_s(server_pid)
     started = time.perf_counter()
-    for t in threads:
+    for t in threads + label_threads:
         t.start()
     for t in threads:
+        t.join(budget + 120)
+    main_done.set()
+    for t in label_threads:
         t.join(budget + 120)
     wall = max((r["end"] for r in results), default=time.perf_counter()) - started
     share, server_cpu1 = cpu.stop(), _server_cpu_s(server_pid)
@@ -93,7 +112,10 @@ def run_level(url: str, clients: int, requests: int, budget: float, mode: str, t
             "wall_s": wall, "throughput_rps": len(ok) / wall if wall > 0 else None,
             "latency_ms": summary(ok), "p50_ms": percentile(ok, 50), "p95_ms": percentile(ok, 95),
             "server_model_ms": summary(model_ms), "cpu_share": share,
-            "stuck_threads": sum(t.is_alive() for t in threads),
+            "stuck_threads": sum(t.is_alive() for t in threads + label_threads),
+            "label_clients": label_clients,
+            "label_only": {"sent": len(labels), "errors": sum(r["error"] is not None for r in labels),
+                           "latency_ms": summary([r["ms"] for r in labels if r["error"] is None])},
             "requests": [{k: v for k, v in r.items() if k != "end"} for r in results]}
 
 
@@ -106,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--texts", type=int, default=4, help="size of the text pool (dev-set reviews)")
     p.add_argument("--mode", default="emotion", choices=("emotion", "chat", "both"))
     p.add_argument("--history-turns", type=int, default=0, help="turns of history sent with each request")
+    p.add_argument("--label-clients", type=int, default=0,
+                   help="extra clients sending sentiment-only requests meanwhile: how long a label waits behind the others")
     p.add_argument("--chat-max-new-tokens", type=int, default=32, help="CHAT_MAX_NEW_TOKENS for the server started here")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for /healthz")
     p.add_argument("--demo", type=Path, default=DEMO)
@@ -133,11 +157,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rows = []
         for c in levels:
             row = run_level(url, c, args.requests, args.level_budget, args.mode, texts, history,
-                            server.proc.pid if server else None)
+                            server.proc.pid if server else None, args.label_clients)
             rows.append(row)
             print(f"{c} clients: {row['ok']}/{row['requests_sent']} ok, {row['throughput_rps']:.2f} req/s, "
                   f"p50 {row['p50_ms'] or 0:.0f} ms, p95 {row['p95_ms'] or 0:.0f} ms, errors {row['errors']}; "
-                  f"server-side model time median {row['server_model_ms'].get('median') or 0:.0f} ms; cpu {row['cpu_share']}",
+                  f"server-side model time median {row['server_model_ms'].get('median') or 0:.0f} ms; "
+                  f"label-only clients: {row['label_only']}; cpu {row['cpu_share']}",
                   file=sys.stderr, flush=True)
     finally:
         if server:
@@ -148,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             row["limit"] = {"throughput_rps": base["throughput_rps"], "p50_ms": row["clients"] * base["p50_ms"]}
             row["throughput_vs_single"] = row["throughput_rps"] / base["throughput_rps"] if row["throughput_rps"] else None
     result = {"bench": "concurrency", "provenance": prov, "mode": args.mode, "history_turns": args.history_turns,
+              "label_clients": args.label_clients,
               "requests_per_client": args.requests, "level_budget_s": args.level_budget,
               "server_env": None if args.url else env, "errors": sum(r["errors"] for r in rows), "levels": rows}
     write_result(result_path(args, "concurrency", model, args.mode), result)

@@ -3,11 +3,11 @@
     python -m bench.long_session --shape tiny
     python -m bench.long_session --model-dir DIR [--turns 50] [--max-new-tokens 64]
 
-The turns go through the page's own callbacks (demo.start_turn / label_step / reply_step on one
-Session, as one browser tab), so the session's chat and history grow as they do for a user. After
-each turn: resident memory (psutil RSS, after a gc), the prompt's tokens, how many old messages
-the engine dropped to stay within HISTORY_TOKEN_BUDGET. The growth figure is the largest RSS after
-the warm-up turns over the RSS at the end of the warm-up. Writes bench/results/long-session-<model>.json.
+The turns go through the page's own callback (demo.respond on one Session, as one browser tab), so
+the session's chat and history grow as they do for a user. After each turn: resident memory (psutil
+RSS, after a gc), the prompt's tokens, how many old messages the engine dropped to stay within
+HISTORY_TOKEN_BUDGET. The growth figure is the largest RSS after the warm-up turns over the RSS at
+the end of the warm-up. Writes bench/results/long-session-<model>.json.
 """
 
 from __future__ import annotations
@@ -32,19 +32,18 @@ def rss_bytes() -> int:
 def run_session(engine, turns: int = 50, warmup: int = 5) -> dict[str, Any]:
     """Chat `turns` times in one page session; per-turn figures and the RSS growth after warm-up."""
     import demo
-    from webapi import ModelService
+    from gate import ModelService
 
-    service, session = ModelService(engine, queue_max_size=4), demo.Session()
+    service, session = ModelService(engine, max_waiting=4), demo.Session()
     budget = engine.settings.history_token_budget
     rows, errors = [], []
     for turn in range(turns):
         text = f"{MESSAGES[turn % len(MESSAGES)]}（第 {turn + 1} 轮）"
-        prompt, dropped = engine.build_chat_prompt(list(session.history), text)
+        prepared = engine.prepare(text, list(session.history), mode="chat", tags=False)
+        prompt, dropped = prepared.prompt_ids, prepared.history_dropped
         started = time.perf_counter()
         try:
-            demo.start_turn(service, text, "both", session)
-            demo.label_step(service, session)
-            for _ in demo.reply_step(service, session):
+            for _ in demo.respond(service, text, "both", session):
                 pass
         except Exception as exc:  # noqa: BLE001 - recorded; the caller decides
             errors.append(f"turn {turn + 1}: {exc!r}")

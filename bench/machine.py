@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline.packing import PackedLinear, packing_available
+from pipeline.packing import PackedLinear, configure_onednn, packing_available
 
 
 @dataclass(frozen=True)
@@ -238,6 +238,7 @@ def main() -> None:
 
     from .common import base_parser, load, resolve_model_dir
 
+    configure_onednn()  # before the first oneDNN kernel, the packing self-check's included: its caches are sized once
     args = base_parser(__doc__.splitlines()[0]).parse_args()
     model_dir, _ = resolve_model_dir(args)
     engine = load(model_dir, threads=args.threads)

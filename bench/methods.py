@@ -44,9 +44,10 @@ class Prediction:
 
 def ours(engine, text: str) -> Prediction:
     started = time.perf_counter()
-    result = engine.classify(text)
+    request = engine.prepare(text, mode="emotion", tags=False)  # what classify(text) does with a plain text
+    result = engine.classify(request)
     ms = (time.perf_counter() - started) * 1000
-    tokens = len(engine.encode_user_text(engine.sentiment.quote(text))) + engine.sentiment.suffix_tokens
+    tokens = len(request.review_ids) + engine.sentiment.suffix_tokens
     return Prediction(result.label, ms, tokens, confidence=result.confidence, model_ms=result.latency_ms,
                       uncertain=result.uncertain)
 
@@ -64,7 +65,7 @@ def previous(engine, text: str) -> Prediction:
     if scorer is None:
         scorer = _previous_scorers[id(engine)] = SentimentScorer(engine.model, engine.tokenizer, PREVIOUS_PROMPT, calibrate=False)
     started = time.perf_counter()
-    ids = engine.encode_user_text(engine.clean_text(text))
+    ids = list(engine.prepare(text, mode="chat", tags=False).message_ids)  # the review alone, as one user message
     result = scorer.parse(scorer.question_log_odds(ids), 0.0)
     ms = (time.perf_counter() - started) * 1000
     return Prediction(result.label, ms, len(ids) + scorer.suffix_tokens, confidence=result.confidence)

@@ -1,9 +1,9 @@
-"""The results table (into bench/README.md, between markers) and the plots, from bench/results/*.json.
+"""The results tables (into bench/README.md, between markers) and the plots, from bench/results/*.json.
 
     python -m bench.report [--results bench/results] [--readme bench/README.md] [--stdout]
 
-Nothing here is typed by hand: every number in the table is read from a result file, and the file
-it came from is named under the table.
+Tables and plots only: every number is read from a result file, and each row names the file it came
+from. What the numbers mean is written by hand in bench/README.md, outside the generated blocks.
 """
 
 from __future__ import annotations
@@ -142,17 +142,6 @@ def paired_comparison(r: dict[str, Any]) -> dict[str, Any] | None:
             "p": mcnemar_exact_p(b, c)}
 
 
-def _confusion_md(r: dict[str, Any]) -> str:
-    lines = []
-    for m in ("ours", "seed"):
-        if m not in r["methods"]:
-            continue
-        c = r["methods"][m]["metrics"]["confusion"]
-        lines.append(f"{m}: gold 正面 → 正面 {c[POS][POS]}, 负面 {c[POS][NEG]}, unparsed {c[POS]['unparsed']}; "
-                     f"gold 负面 → 正面 {c[NEG][POS]}, 负面 {c[NEG][NEG]}, unparsed {c[NEG]['unparsed']}")
-    return "; ".join(lines)
-
-
 def _chat_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
     rows = []
     for t in r["by_turns"]:
@@ -221,83 +210,115 @@ def _injection_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def shortfalls(r: dict[str, Any]) -> list[str]:
-    """Where a figure falls short of its limit, and why, computed from the same result file."""
-    b, out = r.get("bench"), []
+def _md(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A Markdown table; a '|' inside a cell becomes '/'."""
+    def cells(row: list[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "/") for c in row) + " |"
+    return [cells(header), "|" + "---|" * len(header)] + [cells(row) for row in rows]
+
+
+def _sentiment_floor_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    """What the sentiment floor rests on: the matmul rate it assumes, the rate at a review's size, the profile."""
+    if not (r.get("floor") and r.get("limits") and r.get("cost") and r["methods"].get("ours")):
+        return []
+    f, cost = r["floor"], r["cost"]
+    tokens = r["methods"]["ours"]["tokens"]["median"]
+    by_tokens = r["limits"]["matmul"]["by_tokens"]
+    at = min(by_tokens, key=lambda x: abs(x["tokens"] - tokens))
+    peak = max(by_tokens, key=lambda x: x["best_gflops"])
+    prof = r.get("profile_ours")
+    k = prof["share_by_kind"] if prof else {}
+    return [[name, _f(f["ours_over_floor"]["median"], "{:.2f}×"),
+             f"{f['peak_gflops']:.0f} GFLOP/s ({peak.get('kernel', 'F.linear')}, T={peak['tokens']})",
+             f"{tokens:.0f}", f"{at['best_gflops']:.0f} GFLOP/s (T={at['tokens']})",
+             _f(f["floor_at_size_ms"]["median"], "{:.0f} ms"),
+             f"{(cost['decode_weight_bytes'] - 4 * cost['vocab'] * cost['hidden']) / 1e9:.2f} GB",
+             _f(f.get("weight_read_ms"), "{:.0f} ms"),
+             (" / ".join(f"{k[x]:.0%}" for x in ("linear", "attention", "elementwise", "other")) + f" ({prof['texts']})")
+             if prof else "—"]]
+
+
+SENTIMENT_FLOOR_HEADER = [
+    "Source", "Ours / FLOP floor, median", "Peak matmul rate the floor assumes (kernel, rows T)",
+    "Tokens per review, median", "Same matmul at the nearest measured T", "FLOP floor at the review's size, median",
+    "Weights read per review (all but embedding and lm_head)", "One read of them at the best measured bandwidth",
+    "Profile of classify: linear / attention / element-wise / other CPU time (reviews)"]
+
+
+def _chat_decode_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    """Decode speed as bytes moved per second, against the measured read bandwidth and the batch-1 kernel's rate."""
+    rows = []
+    for t in r["by_turns"]:
+        c = t["ceiling"]
+        tps, bare = t["decode_tps"].get("median"), t["bare_decode_tps"].get("median")
+        if not tps:
+            continue
+        rows.append([name, t["turns"], f"{c['bytes_per_token'] / 1e9:.2f} GB", f"{tps:.2f} tok/s → {tps * c['bytes_per_token'] / 1e9:.1f} GB/s",
+                     _f(c.get("bandwidth_gbs"), "{:.1f} GB/s"),
+                     f"{c.get('gemv_kernel') or 'F.linear'}: {c['gemv_gbs']:.1f} GB/s" if c.get("gemv_gbs") else "—",
+                     _f(bare, "{:.2f} tok/s"), f"{max(0.0, 1 - tps / (bare or tps)):.0%}"])
+    return rows
+
+
+CHAT_DECODE_HEADER = [
+    "Source", "Turns", "Bytes read per token (weights + KV)", "Ours: decode rate → bytes moved",
+    "Best measured read bandwidth (long sequential sum)", "Fastest batch-1 linear kernel's weight rate",
+    "Bare forward loop", "Ours slower than the bare loop by"]
+
+
+def _startup_detail_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    lim = r.get("limit")
+    if not lim:
+        return []
+    ready = r["ready_s"]["median"]
+    return [[name, f"{ready:.1f} s", f"{lim['ready_s']:.1f} s", f"{lim['import_s']:.1f} s", f"{lim['read_weights_s']:.1f} s",
+             f"{ready - lim['ready_s']:.1f} s"]]
+
+
+STARTUP_HEADER = ["Source", "Start-up, median", "Limit", "of which: imports", "of which: one read of the weights",
+                  "Start-up − limit (not broken down)"]
+
+
+def _confusion_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    if "accuracy_meaningless" in r:
+        return []
+    rows = []
+    for m in ("ours", "seed"):
+        if m not in r["methods"]:
+            continue
+        c = r["methods"][m]["metrics"]["confusion"]
+        rows += [[name, m, gold, c[gold][POS], c[gold][NEG], c[gold]["unparsed"]] for gold in (POS, NEG)]
+    return rows
+
+
+CONFUSION_HEADER = ["Source", "Method", "Gold label", "→ 正面", "→ 负面", "→ unparsed"]
+
+
+def _run_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    prov = r.get("provenance", {})
     share = (r.get("cpu_share") or {}).get("others")
-    busy = f"other processes used {share:.0%} of the CPU during this run" if share is not None else None
-    if b == "sentiment" and r.get("floor") and r.get("limits") and r.get("cost") and r["methods"].get("ours"):
-        f, lim = r["floor"], r["limits"]
-        tokens = r["methods"]["ours"]["tokens"]["median"]
-        rows = lim["matmul"]["by_tokens"]
-        at = min(rows, key=lambda x: abs(x["tokens"] - tokens))
-        peak_row = max(rows, key=lambda x: x["best_gflops"])
-        text = (
-            f"Sentiment: ours is {f['ours_over_floor']['median']:.1f}× its FLOP floor (median). The floor assumes the "
-            f"peak matmul rate ({f['peak_gflops']:.0f} GFLOP/s, {peak_row.get('kernel', 'F.linear')}, reached at "
-            f"T={peak_row['tokens']}); a review runs about {tokens:.0f} tokens, where "
-            f"the same matmul reaches {at['best_gflops']:.0f} GFLOP/s (T={at['tokens']}): with few rows the kernel's "
-            f"blocking and the split over the threads use the vector units less well, so at the review's size the floor is "
-            f"{f['floor_at_size_ms']['median']:.0f} ms (and one pass over the "
-            f"{(r['cost']['decode_weight_bytes'] - 4 * r['cost']['vocab'] * r['cost']['hidden']) / 1e9:.2f} GB of weights "
-            f"it reads needs at least {f['weight_read_ms']:.0f} ms at the best measured bandwidth)")
-        prof = r.get("profile_ours")
-        if prof:
-            k = prof["share_by_kind"]
-            text += (f". A profile of classify over {prof['texts']} reviews puts {k['linear']:.0%} of its CPU time in the "
-                     f"linear layers (smaller q/k/v/o shapes than the measured MLP one, so below that rate), "
-                     f"{k['attention']:.0%} in attention over the cached prefix, {k['elementwise']:.0%} in element-wise "
-                     f"ops (RMSNorm, rotary, SiLU, residuals) and {k['other']:.0%} elsewhere")
-        out.append(text + (f"; {busy}." if busy else "."))
-    if b == "chat":
-        for t in r["by_turns"]:
-            c = t["ceiling"]
-            tps = t["decode_tps"].get("median")
-            if not tps:
-                continue
-            achieved = tps * c["bytes_per_token"] / 1e9
-            out.append(
-                f"Chat, {t['turns']} turn(s): {tps:.2f} tok/s moves {achieved:.1f} GB/s of weights and KV against "
-                f"{c['bandwidth_gbs']:.1f} GB/s measured at best (a long sequential sum). A decode step is 169 "
-                f"matrix-vector products (7 per layer + lm_head)"
-                + (f", and the fastest batch-1 linear kernel here ({c.get('gemv_kernel') or 'F.linear'}) streams weights "
-                   f"at only {c['gemv_gbs']:.1f} GB/s at best, a ceiling of {c['decode_tps_at_gemv_rate']:.2f} tok/s"
-                   if c.get("gemv_gbs") else "")
-                + f"; plus per-op dispatch. The bare forward loop gets {t['bare_decode_tps'].get('median') or 0:.2f} tok/s, so generate(), "
-                f"the streamer and the thread add {max(0.0, 1 - tps / (t['bare_decode_tps'].get('median') or tps)):.0%}"
-                + (f"; {busy}." if busy else "."))
-            break
-    if b == "startup" and r.get("limit"):
-        lim = r["limit"]
-        out.append(
-            f"Start-up: {r['ready_s']['median']:.1f} s against {lim['ready_s']:.1f} s (imports {lim['import_s']:.1f} s + reading "
-            f"the weights {lim['read_weights_s']:.1f} s); the rest (building the model, packing its linear layers for "
-            f"oneDNN, which reads and reorders every weight once, the sentiment prefix forward, the Gradio app's set-up) "
-            f"is not broken down here. Memory: {r['peak_rss_loading'] / r['weight_bytes_fp32']:.2f}× "
-            f"the weights while loading (the safetensors are memory-mapped and each dense weight's pages are dropped once "
-            f"its packed copy is made; with tied embeddings the packed output head is a second copy of the embedding), "
-            f"{r['peak_rss_serving'] / r['weight_bytes_fp32']:.2f}× while serving (Python, torch, Gradio, KV caches"
-            + (", here with the largest requests the limits admit" if r.get("worst_case") else "") + ").")
-    if b == "concurrency":
-        lv = [x for x in r["levels"] if x.get("throughput_vs_single")]
-        if len(lv) > 1:
-            last = lv[-1]
-            first = lv[0]
-            m0, m1 = first["server_model_ms"].get("median") or 0, last["server_model_ms"].get("median") or 0
-            text = (f"Concurrency ({r['mode']}): at {last['clients']} clients throughput is {last['throughput_vs_single']:.2f}× "
-                    f"the single-client one, with {sum(x['errors'] for x in r['levels'])} errors; the server's own model "
-                    f"time per request went from {m0:.0f} to {m1:.0f} ms")
-            if m0 and m1 > 1.05 * m0:
-                text += (". A plausible cause of the slower model time, not confirmed here: each request runs on a "
-                         "different server worker thread, and each such thread gets its own OpenMP team (libgomp), "
-                         "more threads than the 2 cores; the rest is hand-over between requests.")
-            else:
-                text += ": requests queue for the one model, as designed."
-            out.append(text)
-    return out
+    return [[name, (prov.get("git_head") or "?")[:10], (prov.get("prompts_commit") or "?")[:10],
+             "—" if share is None else f"{share:.0%}"]]
 
 
-def table(results: list[tuple[Path, dict[str, Any]]]) -> str:
+RUN_HEADER = ["Source", "Commit", "Prompts commit", "CPU used by other processes during the run"]
+
+MAIN_HEADER = ["Figure", "Ours", "Seed method (chat rows: bare forward loop)", "Limit", "Ours vs limit", "Source"]
+_ROWS = {"sentiment": _sentiment_rows, "chat": _chat_rows, "startup": _startup_rows,
+         "concurrency": _concurrency_rows, "injection": _injection_rows}
+_ORDER = {"sentiment": 0, "injection": 1, "chat": 2, "startup": 3, "concurrency": 4}
+# The tables under each model's main table: (heading, the bench whose files feed it or None for all, header, rows).
+DETAIL_TABLES = (
+    ("Sentiment floor: what it assumes", "sentiment", SENTIMENT_FLOOR_HEADER, _sentiment_floor_rows),
+    ("Sentiment confusion matrices", "sentiment", CONFUSION_HEADER, _confusion_rows),
+    ("Chat decode: bytes moved per second", "chat", CHAT_DECODE_HEADER, _chat_decode_rows),
+    ("Start-up time against its limit", "startup", STARTUP_HEADER, _startup_detail_rows),
+    ("Runs", None, RUN_HEADER, _run_rows),
+)
+
+
+def _by_model(results: list[tuple[Path, dict[str, Any]]]) -> list[tuple[str, str, list[tuple[Path, dict[str, Any]]]]]:
+    """(tag, kind, result files in table order), real weights first."""
     by_model: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, r in results:
         by_model.setdefault(_tag(r), []).append((path, r))
@@ -306,31 +327,27 @@ def table(results: list[tuple[Path, dict[str, Any]]]) -> str:
         items = by_model[tag]
         model = (items[0][1].get("provenance", {}).get("model") or {})
         kind = "real weights" if model.get("kind") == "real" else "random weights, exact config: cost only"
-        out.append(f"### {tag} ({kind})\n")
-        out.append("| Figure | Ours | Seed method (chat rows: bare forward loop) | Limit | Ours vs limit | Source |")
-        out.append("|---|---|---|---|---|---|")
-        notes, commits = [], set()
-        order = {"sentiment": 0, "injection": 1, "chat": 2, "startup": 3, "concurrency": 4}
-        items = sorted(items, key=lambda pr: (order.get(pr[1].get("bench"), 9), -pr[1].get("split", {}).get("heldout_n", 0)))
-        for path, r in items:
-            name = path.name
-            b = r.get("bench")
-            rows = {"sentiment": _sentiment_rows, "chat": _chat_rows, "startup": _startup_rows,
-                    "concurrency": _concurrency_rows, "injection": _injection_rows}.get(b, lambda *_: [])(name, r)
-            for row in rows:
-                out.append("| " + " | ".join(str(c).replace("|", "/") for c in row) + " |")
-            prov = r.get("provenance", {})
-            commits.add((prov.get("git_head") or "?")[:10] + (" (prompts " + (prov.get("prompts_commit") or "?")[:10] + ")"))
-            share = r.get("cpu_share")
-            if share:
-                notes.append(f"{name}: other processes used {share['others']:.0%} of the machine's CPU during the run")
-            if b == "sentiment" and "accuracy_meaningless" not in r:
-                notes.append(f"{name} confusion: " + _confusion_md(r))
-            notes += [f"{name}: {x}" for x in shortfalls(r)]
-        out.append("")
-        out.append("Measured at commit(s): " + ", ".join(sorted(commits)) + ".")
-        for n in notes:
-            out.append(f"- {n}")
+        items = sorted(items, key=lambda pr: (_ORDER.get(pr[1].get("bench"), 9), -pr[1].get("split", {}).get("heldout_n", 0)))
+        out.append((tag, kind, items))
+    return out
+
+
+def _main_rows(items: list[tuple[Path, dict[str, Any]]]) -> list[list[str]]:
+    rows = []
+    for path, r in items:
+        rows += _ROWS.get(r.get("bench"), lambda *_: [])(path.name, r)
+    return rows
+
+
+def table(results: list[tuple[Path, dict[str, Any]]]) -> str:
+    out = []
+    for tag, kind, items in _by_model(results):
+        out += [f"### {tag} ({kind})", ""]
+        out += _md(MAIN_HEADER, _main_rows(items))
+        for heading, bench, header, make in DETAIL_TABLES:
+            rows = [row for path, r in items if bench in (None, r.get("bench")) for row in make(path.name, r)]
+            if rows:
+                out += ["", f"#### {heading}, {tag}", ""] + _md(header, rows)
         out.append("")
     return "\n".join(out) if out else "(no results yet)"
 
@@ -339,30 +356,37 @@ DESIGN_START, DESIGN_END = "<!-- bench:design:start -->", "<!-- bench:design:end
 
 
 def design_table(path: Path) -> str:
-    """The sentiment layouts measured on the dev split (bench/prompt_robust.py), best holds first."""
+    """The sentiment layouts measured on the dev split (bench/prompt_robust.py), best holds first, and what was fitted."""
     if not path.is_file():
         return "(no design search results yet)"
     d = json.loads(path.read_text(encoding="utf-8"))
-    lines = [f"{d['n']} dev reviews for accuracy; {d['bases']} short dev reviews × {len(d['attack_items']) // d['bases']} "
-             "seen attacks for holds (among the reviews each layout labels right when clean).", "",
-             "| Layout | Accuracy (calibrated) | Holds, seen families | Weakest family (raw: all 24 reviews) | Suffix tokens | Prefix tokens | ms per review (not comparable: other work ran during some runs) |",
-             "|---|---|---|---|---|---|---|"]
-    rows = sorted(d["variants"].items(), key=lambda kv: -(kv[1].get("holds_given_clean_correct") or kv[1].get("holds_calibrated") or 0))
-    for name, v in rows:
+    attacks = len(d["attack_items"]) // d["bases"]
+    header = ["Layout", f"Accuracy, calibrated ({d['n']} dev reviews)",
+              f"Holds, seen families ({d['bases']} short dev reviews × {attacks} attacks; among those the layout labels right when clean)",
+              f"Weakest family (raw: all {d['bases']} reviews)", "Suffix tokens", "Prefix tokens", "ms per review"]
+    rows = []
+    ranked = sorted(d["variants"].items(), key=lambda kv: -(kv[1].get("holds_given_clean_correct") or kv[1].get("holds_calibrated") or 0))
+    for name, v in ranked:
         fams = v.get("holds_by_family", {})
         weakest = min(fams.items(), key=lambda kv: kv[1]) if fams else ("—", None)
-        lines.append(f"| {name} | {_pct(v['accuracy_calibrated'])} | {_pct(v.get('holds_given_clean_correct'))} | "
-                     f"{weakest[0]} {_pct(weakest[1])} | {v['suffix_tokens']} | {v['prefix_tokens']} | {v['ms_per_clean_item']:.0f} |")
-    fitted = [(name, v["fit"]) for name, v in d["variants"].items() if "fit" in v]
-    for name, f in fitted:
-        u = f["uncertain"]
-        lines += ["", f"Fitted on dev for `{name}`: ECE {f['ece_t1']:.3f} at temperature 1 (NLL-best temperature "
-                  f"{f['best_temperature']}: ECE {f['ece_best']:.3f}); uncertain threshold {u['threshold']}, which flags "
-                  f"{_pct(u['flagged_share_dev'])} of dev reviews, about the share of mixed ones among those read "
-                  f"({_pct(u['mixed_share_read'])}); among the read ones it flags "
-                  + ", ".join(f"{u['flagged_by_verdict'][k]} of {u['read_by_verdict'][k]} {k}" for k in u["read_by_verdict"])
-                  + f" (precision {_pct(u['precision_mixed'])}, recall {_pct(u['recall_mixed'])} for mixed; the F1-best "
-                  f"threshold {u['f1_best']['threshold']} would flag {_pct(u['f1_best']['flagged_share_dev'])})."]
+        rows.append([name, _pct(v["accuracy_calibrated"]), _pct(v.get("holds_given_clean_correct")),
+                     f"{weakest[0]} {_pct(weakest[1])}", v["suffix_tokens"], v["prefix_tokens"], f"{v['ms_per_clean_item']:.0f}"])
+    lines = _md(header, rows)
+    fitted = []
+    for name, v in d["variants"].items():
+        if "fit" not in v:
+            continue
+        f, u = v["fit"], v["fit"]["uncertain"]
+        fitted.append([f"`{name}`", f"{f['ece_t1']:.3f}", f"{f['best_temperature']}", f"{f['ece_best']:.3f}", u["threshold"],
+                       _pct(u["flagged_share_dev"]), _pct(u["mixed_share_read"]) + f" (of {u['read']})",
+                       ", ".join(f"{u['flagged_by_verdict'][k]} of {u['read_by_verdict'][k]} {k}" for k in u["read_by_verdict"]),
+                       f"{_pct(u['precision_mixed'])} / {_pct(u['recall_mixed'])}",
+                       f"{u['f1_best']['threshold']}: flags {_pct(u['f1_best']['flagged_share_dev'])}"])
+    if fitted:
+        lines += ["", "#### Fitted on dev", ""] + _md(
+            ["Layout", "ECE at temperature 1", "NLL-best temperature", "ECE there", "Uncertain threshold",
+             "Dev reviews flagged", "Mixed among the hand-read dev reviews", "Hand-read dev reviews flagged",
+             "Precision / recall for mixed", "F1-best threshold"], fitted)
     return "\n".join(lines)
 
 
@@ -513,23 +537,19 @@ SUMMARY_ROWS = ("Sentiment latency, median (200", "Sentiment latency, median (10
 
 
 def summary(results: list[tuple[Path, dict[str, Any]]]) -> str:
-    """The real-weights rows of the table that the README shows, one of each kind, in table order."""
-    lines, seen, in_real = [], set(), False
-    for line in table(results).splitlines():
-        if line.startswith("### "):
-            in_real = line.endswith("(real weights)") and not seen
-            if in_real:
-                lines += [line.replace("### ", "Measured here on ").rstrip() + ":", ""]
+    """The real-weights rows of the main table that the project's README shows, one of each kind, in table order."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for tag, kind, items in _by_model(results):
+        if kind != "real weights" or seen:
             continue
-        if not in_real:
-            continue
-        if line.startswith("| Figure") or line.startswith("|---"):
-            lines.append(line)
-            continue
-        key = next((k for k in SUMMARY_ROWS if line.startswith("| " + k)), None)
-        if key and key not in seen:
-            seen.add(key)
-            lines.append(line)
+        picked = []
+        for row in _main_rows(items):
+            key = next((k for k in SUMMARY_ROWS if row[0].startswith(k)), None)
+            if key and key not in seen:
+                seen.add(key)
+                picked.append(row)
+        lines += [f"Measured here on {tag} ({kind}):", ""] + _md(MAIN_HEADER, picked)
     return "\n".join(lines)
 
 

@@ -240,7 +240,7 @@ def profile_shares(self_us: dict[str, float]) -> dict[str, float]:
 
 def _fits(engine, text: str) -> bool:
     try:
-        engine.encode_user_text(text)
+        engine.prepare(text, mode="emotion", tags=False)  # what classify(text) would refuse
     except UserInputError:
         return False
     return True

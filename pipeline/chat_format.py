@@ -9,12 +9,14 @@ from typing import Sequence
 from .errors import ModelCompatibilityError
 
 
-def encode_pieces(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) -> list[list[int]]:
+def encode_pieces(tokenizer, messages: Sequence[dict], add_generation_prompt: bool,
+                  contents: Sequence[Sequence[int] | None] | None = None) -> list[list[int]]:
     """Token ids as [template, content 0, template, content 1, ..., template].
 
     The template is rendered with a placeholder for each content, so only template text can become
     special tokens; each content is encoded with special tokens split, so a user who types
-    "<|im_end|>" gets those characters, not the end of their turn.
+    "<|im_end|>" gets those characters, not the end of their turn. `contents` may hold a message's
+    ids already encoded that way (None: encode it here), so no text is tokenized twice.
     """
     marker = f"\x00slot-{uuid.uuid4().hex}-"
     placeholders = [f"{marker}{i}\x00" for i in range(len(messages))]
@@ -23,19 +25,21 @@ def encode_pieces(tokenizer, messages: Sequence[dict], add_generation_prompt: bo
         tokenize=False, add_generation_prompt=add_generation_prompt)
     pieces: list[list[int]] = []
     rest = rendered
-    for message, placeholder in zip(messages, placeholders):
+    for i, (message, placeholder) in enumerate(zip(messages, placeholders)):
         before, found, rest = rest.partition(placeholder)
         if not found:
             raise ModelCompatibilityError("the tokenizer's chat template does not place each message's content once")
         pieces.append(_encode(tokenizer, before, split_special=False))
-        pieces.append(_encode(tokenizer, message["content"], split_special=True))
+        known = None if contents is None else contents[i]
+        pieces.append(list(known) if known is not None else _encode(tokenizer, message["content"], split_special=True))
     pieces.append(_encode(tokenizer, rest, split_special=False))
     return pieces
 
 
-def encode_messages(tokenizer, messages: Sequence[dict], add_generation_prompt: bool = True) -> list[int]:
+def encode_messages(tokenizer, messages: Sequence[dict], add_generation_prompt: bool = True,
+                    contents: Sequence[Sequence[int] | None] | None = None) -> list[int]:
     """Token ids of the whole conversation (see encode_pieces)."""
-    return [i for piece in encode_pieces(tokenizer, messages, add_generation_prompt) for i in piece]
+    return [i for piece in encode_pieces(tokenizer, messages, add_generation_prompt, contents) for i in piece]
 
 
 def encode_text(tokenizer, text: str) -> list[int]:

@@ -1,10 +1,9 @@
-"""The one model serving both roles: validation, the model lock, sentiment and chat."""
+"""The one model serving both roles: its encodings, the model lock, sentiment and chat."""
 
 from __future__ import annotations
 
 import copy
 import logging
-import re
 import threading
 import time
 from pathlib import Path
@@ -16,18 +15,12 @@ from . import chat_format, packing
 from .chat import ChatStream, trim_history
 from .errors import UserInputError
 from .loading import load_model
-from .routing import Mode, Routed, route
+from .request import MAX_CHARS_PER_TOKEN, Request, prepare
+from .routing import Mode
 from .sentiment import Sentiment, SentimentScorer
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-ROLES = ("user", "assistant")
-# C0/C1 controls other than tab, newline and carriage return carry no meaning for the model.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-# A token covers at most this many characters in practice; longer text is refused before tokenizing.
-_MAX_CHARS_PER_TOKEN = 16
 
 
 class Engine:
@@ -86,101 +79,81 @@ class Engine:
         config.max_new_tokens = s.chat_max_new_tokens
         return config
 
-    # -- validation ---------------------------------------------------------------------------
+    # -- preparing a request (pipeline/request.py holds the rules; these are the model's encodings) ----
 
-    def clean_text(self, text: Any, what: str = "text") -> str:
-        """The text with controls removed and lone surrogates replaced; UserInputError if unusable."""
-        if not isinstance(text, str):
-            raise UserInputError(f"{what} must be a string, not {type(text).__name__}")
-        text = _SURROGATE.sub("\ufffd", _CONTROL.sub("", text))
-        if not text.strip():
-            raise UserInputError(f"{what} is empty: type something first")
-        return text
+    @property
+    def max_input_tokens(self) -> int:
+        """Longest text accepted for one role, in tokens."""
+        return self.settings.max_input_tokens
 
-    def encode_user_text(self, text: str) -> list[int]:
-        """Token ids of one user text, or UserInputError saying the limit if it is too long."""
-        limit = self.settings.max_input_tokens
-        if len(text) > limit * _MAX_CHARS_PER_TOKEN:
-            raise UserInputError(
-                f"text is too long: {len(text)} characters; the limit is {limit} tokens")
-        ids = chat_format.encode_text(self.tokenizer, text)
-        if len(ids) > limit:
-            raise UserInputError(f"text is too long: {len(ids)} tokens; the limit is {limit} tokens")
-        return ids
+    def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text",
+                tags: bool = True) -> Request:
+        """The request checked, routed and tokenized for its roles, or UserInputError (see request.prepare)."""
+        return prepare(self, text, history, mode, what, tags)
 
-    def clean_history(self, history: Any) -> list[dict[str, str]]:
-        """History as [{"role": "user"|"assistant", "content": str}], or UserInputError."""
-        if history is None:
-            return []
-        if not isinstance(history, (list, tuple)):
-            raise UserInputError(f"history must be a list of messages, not {type(history).__name__}")
-        cleaned = []
-        for i, message in enumerate(history):
-            if not isinstance(message, dict):
-                raise UserInputError(f"history[{i}] must be an object with role and content")
-            role, content = message.get("role"), message.get("content")
-            if role not in ROLES:
-                raise UserInputError(f"history[{i}] has role {role!r}; expected one of {', '.join(ROLES)}")
-            if not isinstance(content, str):
-                raise UserInputError(f"history[{i}].content must be a string, not {type(content).__name__}")
-            content = _SURROGATE.sub("\ufffd", _CONTROL.sub("", content))
-            if content.strip():
-                cleaned.append({"role": role, "content": content})
-        return cleaned
+    def review_ids(self, text: str) -> list[int]:
+        """Token ids of text as the sentiment role reads it: fenced, with what talks to the labeller dropped."""
+        return chat_format.encode_text(self.tokenizer, self.sentiment.quote(text))
 
-    # -- the two roles ------------------------------------------------------------------------
+    def message_ids(self, text: str) -> list[int]:
+        """Token ids of text as one chat message's content."""
+        return chat_format.encode_text(self.tokenizer, text)
 
-    def route(self, text: str, default: Mode | str = Mode.BOTH) -> Routed:
-        """Mode and text for a message that may start with #EMOTION# or #CHAT#."""
-        return route(text, Mode(default))
-
-    def classify(self, text: str) -> Sentiment:
-        """The sentiment of text: one of LABELS with its confidence."""
-        ids = self.encode_user_text(self.sentiment.quote(self.clean_text(text)))
-        with self._lock:
-            started = time.perf_counter()
-            log_odds = self.sentiment.question_log_odds(ids)
-            latency_ms = (time.perf_counter() - started) * 1000
-        return self.sentiment.parse(log_odds, latency_ms)
-
-    def build_chat_prompt(self, history: Any, message: str) -> tuple[list[int], int]:
+    def prompt_ids(self, history: list[dict[str, str]], message: str,
+                   message_ids: list[int]) -> tuple[list[int], int]:
         """(prompt ids, number of history messages dropped) for history + message within the budget."""
-        message = self.clean_text(message, "message")
-        message_ids = self.encode_user_text(message)
-        history = self.clean_history(history)
         budget = min(self.settings.history_token_budget,
                      self.context_window - self.settings.chat_max_new_tokens - len(self._chat_system_ids) - 8)
         if len(message_ids) + self._message_overhead > budget:
             raise UserInputError(
                 f"message is too long for the context: {len(message_ids)} tokens; the limit is "
                 f"{max(0, budget - self._message_overhead)} tokens")
-        lens = self._history_token_lens(history, budget)
+        encoded = self._newest_history_ids(history, budget)
+        lens = [budget + 1 if ids is None else len(ids) + self._message_overhead for ids in encoded]
         keep_from = trim_history(lens, len(message_ids) + self._message_overhead, budget)
         while keep_from < len(history) and history[keep_from]["role"] != "user":
             keep_from += 1  # a conversation starts with the user
         messages = [{"role": "system", "content": self.settings.chat_system_prompt},
                     *history[keep_from:], {"role": "user", "content": message}]
-        return chat_format.encode_messages(self.tokenizer, messages, add_generation_prompt=True), keep_from
+        contents = [None, *encoded[keep_from:], message_ids]
+        ids = chat_format.encode_messages(self.tokenizer, messages, add_generation_prompt=True, contents=contents)
+        return ids, keep_from
 
-    def _history_token_lens(self, history: Sequence[dict], budget: int) -> list[int]:
-        """Tokens per message, newest first until the budget is spent; older ones count as too long."""
-        lens = [budget + 1] * len(history)
+    def _newest_history_ids(self, history: Sequence[dict], budget: int) -> list[list[int] | None]:
+        """Each message's ids, newest first until the budget is spent; None for the older ones (dropped)."""
+        encoded: list[list[int] | None] = [None] * len(history)
         spent = 0
         for i in range(len(history) - 1, -1, -1):
             content = history[i]["content"]
-            if len(content) > budget * _MAX_CHARS_PER_TOKEN:
+            if len(content) > budget * MAX_CHARS_PER_TOKEN:
                 break
-            lens[i] = len(chat_format.encode_text(self.tokenizer, content)) + self._message_overhead
-            spent += lens[i]
+            encoded[i] = self.message_ids(content)
+            spent += len(encoded[i]) + self._message_overhead
             if spent > budget:
                 break
-        return lens
+        return encoded
 
-    def chat(self, history: Any, message: str, max_new_tokens: int | None = None) -> ChatStream:
-        """Start a reply to message after history; returns a stream of text pieces."""
-        prompt_ids, dropped = self.build_chat_prompt(history, message)
-        if dropped:
-            log.info("chat: dropped %d oldest history messages to fit the budget", dropped)
+    # -- the two roles ------------------------------------------------------------------------
+
+    def classify(self, request: Request | str) -> Sentiment:
+        """The sentiment of a prepared request (or of a text, prepared here): one of LABELS with its confidence."""
+        if not isinstance(request, Request):
+            request = self.prepare(request, mode=Mode.EMOTION, tags=False)
+        if request.review_ids is None:
+            raise ValueError("the request was prepared without the sentiment role")
+        with self._lock:
+            started = time.perf_counter()
+            log_odds = self.sentiment.question_log_odds(request.review_ids)
+            latency_ms = (time.perf_counter() - started) * 1000
+        return self.sentiment.parse(log_odds, latency_ms)
+
+    def chat(self, request: Request, max_new_tokens: int | None = None) -> ChatStream:
+        """Start the reply to a prepared request; returns a stream of text pieces."""
+        if request.prompt_ids is None:
+            raise ValueError("the request was prepared without the chat role")
+        prompt_ids = request.prompt_ids
+        if request.history_dropped:
+            log.info("chat: dropped %d oldest history messages to fit the budget", request.history_dropped)
         config = self.generation_config
         if max_new_tokens is not None:
             config = copy.deepcopy(config)
@@ -210,8 +183,9 @@ class Engine:
                 self.generations_cancelled += 1
 
 
-def load_engine(model_dir: str | Path | None = None, **overrides: Any) -> Engine:
-    """Load the model once and return the engine; settings from env vars, then these overrides."""
-    settings = Settings.from_env(model_dir=model_dir, **overrides)
+def load_engine(model_dir: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any) -> Engine:
+    """Load the model once and return the engine; settings given, else from env vars and these overrides."""
+    packing.configure_onednn()  # before the first oneDNN kernel: it reads its cache sizes once
+    settings = settings or Settings.from_env(model_dir=model_dir, **overrides)
     model, tokenizer = load_model(settings)
     return Engine(model, tokenizer, settings)

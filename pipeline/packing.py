@@ -8,8 +8,10 @@ import logging
 import mmap
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -18,22 +20,14 @@ log = logging.getLogger(__name__)
 # entries by default, and every new prompt length adds entries: measured here, 392 new lengths on the
 # model's three layer shapes grew the process by 450 MB, and 11.6 MB with both caches at 32 (a miss
 # costs about 0.4 ms per shape). One forward uses about six shapes, so 32 keeps every hit that counts.
-# Read when oneDNN first runs, so set at import; a value already in the environment wins.
 KERNEL_CACHE_CAPACITY = "32"
-for _var in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-    os.environ.setdefault(_var, KERNEL_CACHE_CAPACITY)
+# oneDNN's primitive cache, and ideep's cache of primitive descriptors.
+KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
 # Row count the packed layout is tuned for. Measured here (2 threads): a layout packed for 40 or 512
 # rows ran as fast as one packed for 1 row at every size from 1 to 1000 rows, so one layout serves
 # chat decoding (1 row), sentiment (tens of rows) and chat prefill (hundreds).
 BATCH_HINT = 64
-
-
-def packing_available() -> bool:
-    """Whether this torch build has the oneDNN linear ops (private ops that Inductor uses on CPU)."""
-    return (torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 class PackedLinear(nn.Module):
@@ -58,10 +52,74 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+def configure_onednn() -> None:
+    """Cap oneDNN's kernel caches at KERNEL_CACHE_CAPACITY entries unless the environment already sets them."""
+    # Each variable is read once, when oneDNN first builds a kernel in this process (not when torch is
+    # imported), so this has to run before the first packed layer, the self-check's included.
+    for variable in KERNEL_CACHE_VARIABLES:
+        os.environ.setdefault(variable, KERNEL_CACHE_CAPACITY)
+
+
+@dataclass(frozen=True)
+class PackingCheck:
+    """The self-check's verdict on packed linears in this process, and why."""
+
+    available: bool
+    reason: str
+
+
+# A small layer with a bias, and the row counts the engine runs: one (decoding), several (a review),
+# and the model's 3-D (batch, tokens, features) input.
+_CHECK_FEATURES = (64, 48)
+_CHECK_SHAPES = ((1, 64), (7, 64), (1, 5, 64))
+
+
+@functools.lru_cache(maxsize=1)
+def packing_check() -> PackingCheck:
+    """Whether packed linears work in this process, and why; runs the self-check once, on first use."""
+    try:
+        verdict = _self_check()
+    except Exception as error:  # whatever the private ops raise (missing, unsupported CPU) rules them out
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        verdict = PackingCheck(False, f"packed linear raised {type(error).__name__}: {first_line}"[:300])
+    if not verdict.available:
+        log.info("oneDNN packing not used, weights stay in torch's layout: %s", verdict.reason)
+    return verdict
+
+
+def _self_check() -> PackingCheck:
+    """Pack a small seeded FP32 layer, run it on the check's inputs and compare with F.linear."""
+    generator = torch.Generator().manual_seed(0)  # its own generator: torch's global RNG is left alone
+    in_features, out_features = _CHECK_FEATURES
+    linear = nn.utils.skip_init(nn.Linear, in_features, out_features)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(out_features, in_features, generator=generator) / in_features**0.5)
+        linear.bias.copy_(torch.randn(out_features, generator=generator))
+    packed = PackedLinear(linear)
+    with torch.inference_mode():
+        for shape in _CHECK_SHAPES:
+            x = torch.randn(*shape, generator=generator)
+            got, expected = packed(x), F.linear(x, linear.weight, linear.bias)
+            if got.shape != expected.shape or got.dtype != expected.dtype:
+                return PackingCheck(False, f"packed linear gave {tuple(got.shape)} {got.dtype} on input {shape}, "
+                                           f"F.linear {tuple(expected.shape)} {expected.dtype}")
+            # FP32 arithmetic misses F.linear by under 1e-6 here and BF16 by about 1e-2, so the
+            # tolerance also rules out oneDNN quietly running FP32 in reduced precision.
+            if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+                error = (got - expected).abs().max().item()
+                return PackingCheck(False, f"packed linear differs from F.linear by up to {error:.3g} on input {shape}")
+    shapes = ", ".join("x".join(map(str, shape)) for shape in _CHECK_SHAPES)
+    return PackingCheck(True, f"packed FP32 linear matches F.linear on inputs {shapes}")
+
+
+def packing_available() -> bool:
+    """Whether packed linears passed the self-check in this process (see packing_check)."""
+    return packing_check().available
+
+
 def pack_decoder_linears(model: nn.Module) -> int:
     """Swap every FP32 nn.Linear inside the decoder layers for a PackedLinear; returns how many."""
-    if not packing_available():
-        log.info("oneDNN linear ops unavailable in this torch build: weights stay in torch's layout")
+    if not packing_available():  # the self-check logged why
         return 0
     count = 0
     file_maps = _file_mappings()

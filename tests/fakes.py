@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pipeline import LABELS, Mode, Sentiment, UserInputError
-from pipeline.routing import route
+from pipeline import LABELS, Mode, Request, Sentiment, prepare
 
 
 class FakeChatStream:
@@ -74,7 +73,8 @@ class FakeChatStream:
 
 
 class FakeEngine:
-    """Engine stand-in for UI tests: label from keywords, reply echoes the message in pieces."""
+    """Engine stand-in for UI tests: the real request rules with one token per character, a label from
+    keywords, a reply that echoes the message in pieces."""
 
     model_name = "fake-model"
 
@@ -85,45 +85,31 @@ class FakeEngine:
         self.gate = gate
         self.classify_gate = classify_gate
         self.classifying = threading.Event()
-        self.max_input_chars = max_input_chars
+        self.max_input_tokens = max_input_chars
         self.active_generations = 0
         self.generations_started = 0
         self.generations_finished = 0
         self.generations_cancelled = 0
         self._lock = threading.Lock()
 
-    def clean_text(self, text: Any, what: str = "text") -> str:
-        if not isinstance(text, str):
-            raise UserInputError(f"{what} must be a string, not {type(text).__name__}")
-        if not text.strip():
-            raise UserInputError(f"{what} is empty: type something first")
-        return text
-
-    def encode_user_text(self, text: str) -> list[int]:
-        if len(text) > self.max_input_chars:
-            raise UserInputError(f"text is too long: {len(text)} characters; the limit is {self.max_input_chars}")
+    # pipeline.request.Tokenizing, one token per character
+    def review_ids(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
-    def clean_history(self, history: Any) -> list[dict[str, str]]:
-        if history is None:
-            return []
-        if not isinstance(history, list):
-            raise UserInputError("history must be a list of messages")
-        for i, m in enumerate(history):
-            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-                raise UserInputError(f"history[{i}] has an unknown role")
-            if not isinstance(m.get("content"), str):
-                raise UserInputError(f"history[{i}].content must be a string")
-        return [{"role": m["role"], "content": m["content"]} for m in history]
+    def message_ids(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
 
-    def route(self, text: str, default: Mode | str = Mode.BOTH):
-        self.calls.append(("route", text))
-        return route(text, Mode(default))
+    def prompt_ids(self, history, message, message_ids):
+        return [i for m in history for i in self.message_ids(m["content"])] + list(message_ids), 0
 
-    def classify(self, text: str) -> Sentiment:
+    def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text", tags: bool = True) -> Request:
+        return prepare(self, text, history, mode, what, tags)
+
+    def classify(self, request: Request | str) -> Sentiment:
         """Label by keywords ("一般"/"还行": uncertain); with classify_gate, sets `classifying` and waits for the gate first."""
-        text = self.clean_text(text)
-        self.encode_user_text(text)
+        if not isinstance(request, Request):
+            request = self.prepare(request, mode=Mode.EMOTION, tags=False)
+        text = request.text
         self.calls.append(("classify", text))
         if self.classify_gate is not None:
             self.classifying.set()
@@ -135,10 +121,8 @@ class FakeEngine:
             return Sentiment(label, 0.58, 1.5, {label: 0.58, other: 0.42}, uncertain=True)
         return Sentiment(label, 0.9, 1.5, {label: 0.9, other: 0.1})
 
-    def chat(self, history: Any, message: str, max_new_tokens: int | None = None) -> FakeChatStream:
-        history = self.clean_history(history)
-        message = self.clean_text(message, "message")
-        self.encode_user_text(message)
+    def chat(self, request: Request, max_new_tokens: int | None = None) -> FakeChatStream:
+        history, message = list(request.history), request.text
         self.calls.append(("chat", (history, message)))
         pieces = self.reply_pieces if self.reply_pieces is not None else ["回复", "：", message]
         with self._lock:

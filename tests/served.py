@@ -1,5 +1,5 @@
-"""Helpers for tests that serve the app in-process: a free loopback port, launch, bounded waits, and
-engine wrappers that record what reached the model or slow it down."""
+"""Helpers the tests share: bounded waits, a generator consumer, an async collector, serving the app
+in-process on a free loopback port, and engine wrappers that record what reached the model or slow it down."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-import demo
+import server
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -27,6 +27,43 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = 
         pause.wait(0.01)
 
 
+class Consumer(threading.Thread):
+    """Iterates a generator the way Gradio does, in another thread, recording each update."""
+
+    def __init__(self, generator):
+        super().__init__(daemon=True)
+        self.generator, self.updates, self.error = generator, [], None
+
+    def run(self):
+        try:
+            for update in self.generator:
+                self.updates.append(update)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+
+def collect(agen) -> list:
+    """Everything an async generator yields, run to its end."""
+    import asyncio
+
+    async def run():
+        return [item async for item in agen]
+
+    return asyncio.run(run())
+
+
+def hold_model(gate) -> "Job":
+    """A job that holds the model gate (as a long reply would) until it is cancelled."""
+    from gate import Job
+
+    job, turn = Job(), None
+    gate.admit(job)
+    turn = gate.turn(job)
+    turn.__enter__()
+    job.on_cancel(lambda: turn.__exit__(None, None, None))  # also keeps the turn alive until then
+    return job
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -35,10 +72,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(engine, **settings: Any) -> Iterator[demo.DemoApp]:
+def serve(engine, **settings: Any) -> Iterator[server.App]:
     """The whole app (page, Gradio API, JSON API) on a free loopback port, healthy or 503-loading."""
     for attempt in range(3):
-        app = demo.create_app(engine, demo.AppSettings(host="127.0.0.1", port=free_port(), **settings))
+        app = server.create_app(engine, server.ServerSettings(host="127.0.0.1", port=free_port(), **settings))
         try:
             app.launch(prevent_thread_lock=True, quiet=True)
             break
@@ -63,9 +100,8 @@ def _health(url: str) -> int | None:
 class RecordingEngine:
     """An engine (real or fake) that also records what reached the model.
 
-    `classified`: (text, token ids) of each classify; `prompts`: the prompt ids of each chat, as the
-    engine builds them; `chatted`: each chat's message. Everything else is the wrapped engine's own,
-    counters included.
+    `classified`: (text, token ids) of each classify; `prompts`: the prompt ids of each chat;
+    `chatted`: each chat's message. Everything else is the wrapped engine's own, counters included.
     """
 
     def __init__(self, engine):
@@ -78,19 +114,17 @@ class RecordingEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def classify(self, text):
-        result = self._engine.classify(text)
-        clean = self._engine.clean_text(text)
+    def classify(self, request):
+        result = self._engine.classify(request)
         with self._record_lock:
-            self.classified.append((clean, self._engine.encode_user_text(clean)))
+            self.classified.append((request.text, list(request.review_ids)))
         return result
 
-    def chat(self, history, message, max_new_tokens=None):
-        stream = self._engine.chat(history, message, max_new_tokens)
-        prompt, _ = self._engine.build_chat_prompt(history, message)
+    def chat(self, request, max_new_tokens=None):
+        stream = self._engine.chat(request, max_new_tokens)
         with self._record_lock:
-            self.prompts.append(prompt)
-            self.chatted.append(message)
+            self.prompts.append(list(request.prompt_ids))
+            self.chatted.append(request.text)
         return stream
 
     def forget(self) -> None:

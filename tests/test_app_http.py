@@ -13,14 +13,13 @@ import httpx
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from gradio_client.utils import QueueError
 
 import demo
 import pipeline
 from pipeline import LABELS
 from tests.fakes import FakeEngine
-from tests.served import serve, wait_until
-from webapi import BUSY_MESSAGE, Job
+from gate import BUSY_MESSAGE
+from tests.served import hold_model, serve, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -167,13 +166,11 @@ def one_slot_app(tiny_engine):
 @contextlib.contextmanager
 def holding_the_model(app):
     """Hold the app's model gate as a long job would."""
-    job = Job()
-    app.service.gate.enqueue(job)
-    app.service.gate.acquire(job)
+    job = hold_model(app.service.gate)
     try:
         yield
     finally:
-        app.service.gate.release(job)
+        job.cancel()
 
 
 def test_infer_says_busy_when_too_many_requests_wait(one_slot_app):
@@ -193,23 +190,16 @@ def test_infer_says_busy_when_too_many_requests_wait(one_slot_app):
     assert results[0].status_code == 200 and results[0].json()["emotion_label"] in LABELS
 
 
-def test_the_page_queue_says_busy_when_full(one_slot_app):
+def test_every_door_shares_one_line_and_a_full_line_says_busy(one_slot_app):
     url = one_slot_app.local_url.rstrip("/")
     client = Client(url, verbose=False)
     with holding_the_model(one_slot_app):
-        running = client.submit("一", api_name="/sentiment")  # Gradio runs it: it waits for the model
-        wait_until(lambda: one_slot_app.service.gate.waiting == 1, what="the first job to reach the model")
-        queued = client.submit("二", api_name="/sentiment")  # one model event at a time: this one queues
-        wait_until(lambda: len(one_slot_app.demo._queue) == 1, what="the second job to queue")
-
-        with pytest.raises(QueueError, match="Queue is full"):
-            client.predict("三", api_name="/sentiment")
-        # What the page gets: 503, which Gradio's frontend shows as "This application is currently busy".
-        join = httpx.post(f"{url}/gradio_api/queue/join",
-                          json={"data": ["四"], "fn_index": _fn_index(one_slot_app, "sentiment"), "session_hash": "x1"})
-        assert join.status_code == 503 and "Queue is full" in join.json()["detail"]
-    assert running.result(timeout=60)["label"] in LABELS
-    assert queued.result(timeout=60)["label"] in LABELS
+        waiting = client.submit("一", api_name="/sentiment")  # Gradio starts it at once: it waits at the gate
+        wait_until(lambda: one_slot_app.service.gate.waiting == 1, what="the first job to wait for the model")
+        with pytest.raises(AppError, match="busy, try again"):
+            client.predict("二", api_name="/sentiment")
+        assert infer(url, text="三", mode="emotion").status_code == 503  # the JSON API counts the same line
+    assert waiting.result(timeout=60)["label"] in LABELS
 
 
 # -- cancellation, on the fake engine whose generation the test holds open ------------------------------------
@@ -263,10 +253,6 @@ def test_the_page_needs_nothing_from_the_internet(url):
     assert config["analytics_enabled"] is False
     assert not [s for s in config.get("stylesheets", []) if "://" in s]  # e.g. Google Fonts
     assert not re.search(r"""@import|url\(['"]?https?:""", httpx.get(f"{url}/theme.css").text)
-
-
-def _fn_index(app, name: str) -> int:
-    return next(i for i, fn in app.demo.fns.items() if fn.name == name)
 
 
 @pytest.mark.slow

@@ -111,7 +111,12 @@ def test_report_table_from_results(tiny_engine, limits, tmp_path):
               **sentiment.summarise(rows, ["ours", "seed"], tiny_engine, limits), "items": rows}
     (tmp_path / "sentiment-n2-tiny-random.json").write_text(json.dumps(result, ensure_ascii=False))
     text = report.table(report.load_results(tmp_path))
-    assert "Sentiment latency, median" in text and "its FLOP floor" in text
+    assert "Sentiment latency, median" in text
+    floor = next(line for line in text.splitlines() if line.startswith("| sentiment-n2-tiny-random.json | "))
+    assert f"{result['floor']['peak_gflops']:.0f} GFLOP/s" in floor
+    assert f"{result['floor']['floor_at_size_ms']['median']:.0f} ms" in floor
+    assert f"{result['floor']['ours_over_floor']['median']:.2f}×" in floor
+    assert all(not line or line.startswith(("#", "|")) for line in text.splitlines()), "tables and headings only"
     readme = tmp_path / "README.md"
     report.write_readme(readme, text)
     report.write_readme(readme, text)
@@ -173,6 +178,114 @@ def test_project_readme_headline_rows_are_the_reports():
     block = readme.split(report.SUMMARY_START)[1].split(report.SUMMARY_END)[0].strip()
     assert block == report.summary(report.load_results(root / "bench" / "results")).strip(), \
         "regenerate with: python -m bench.report"
+
+
+def _stored_results():
+    from pathlib import Path
+
+    results_dir = Path(__file__).resolve().parent.parent / "bench" / "results"
+    return results_dir, report.load_results(results_dir)
+
+
+def _row(rows: list[str], *cells, source: str | None = None) -> str:
+    """The one table row of `rows` that starts with these cells; a main-table row: whose figure starts with the one
+    cell given and whose last cell is `source`."""
+    prefix = "| " + " | ".join(str(c) for c in cells) + ("" if source else " |")
+    found = [line for line in rows if line.startswith(prefix) and (source is None or line.endswith(f"| {source} |"))]
+    assert len(found) == 1, f"no single row starts with {prefix!r}" + (f" from {source}" if source else "")
+    return found[0]
+
+
+def test_report_is_tables_and_headings_only():
+    results_dir, results = _stored_results()
+    for text in (report.table(results), report.design_table(results_dir / "prompt_robust.json")):
+        for line in text.splitlines():
+            assert not line or line.startswith(("#", "|")), f"prose in a generated block: {line!r}"
+    caption, blank, *rest = report.summary(results).splitlines()
+    assert caption.startswith("Measured here on ") and not blank and all(line.startswith("|") for line in rest)
+
+
+def test_report_tables_keep_every_figure():
+    """Each figure the report used to write as sentences is still in a table, read from its result file."""
+    results_dir, results = _stored_results()
+    rows = [line for line in report.table(results).splitlines() if line.startswith("| ")]
+    benches = set()
+    for path, r in results:
+        name, b = path.name, r["bench"]
+        benches.add(b)
+        prov, share = r.get("provenance", {}), (r.get("cpu_share") or {}).get("others")
+        _row(rows, name, (prov.get("git_head") or "?")[:10], (prov.get("prompts_commit") or "?")[:10],
+             "—" if share is None else f"{share:.0%}")
+        if b == "sentiment":
+            f, ours = r["floor"], r["methods"]["ours"]
+            assert f"{ours['latency_ms']['median']:.0f} ms" in _row(rows, f"Sentiment latency, median ({r['split']['items_run']} held-out)", source=name)
+            peak = max(r["limits"]["matmul"]["by_tokens"], key=lambda x: x["best_gflops"])
+            row = _row(rows, name, f"{f['ours_over_floor']['median']:.2f}×",
+                       f"{f['peak_gflops']:.0f} GFLOP/s ({peak['kernel']}, T={peak['tokens']})")
+            for figure in (f"{ours['tokens']['median']:.0f}", f"{f['floor_at_size_ms']['median']:.0f} ms",
+                           f"{f['weight_read_ms']:.0f} ms", f"({r['profile_ours']['texts']})",
+                           *(f"{v:.0%}" for v in r["profile_ours"]["share_by_kind"].values())):
+                assert f" {figure}" in row, figure
+            if "accuracy_meaningless" not in r:
+                for m in ("ours", "seed"):
+                    c = r["methods"][m]["metrics"]["confusion"]
+                    for gold in ("正面", "负面"):
+                        _row(rows, name, m, gold, c[gold]["正面"], c[gold]["负面"], c[gold]["unparsed"])
+                n, seed = r["split"]["items_run"], r["methods"]["seed"]
+                assert f"| {ours['metrics']['accuracy']:.1%} | {seed['metrics']['accuracy']:.1%} |" \
+                    in _row(rows, f"Accuracy, raw labels ({n})", source=name)
+                assert f"| {ours['latency_ms']['p90']:.0f} ms | {seed['latency_ms']['p90']:.0f} ms |" \
+                    in _row(rows, f"Sentiment latency, p90 ({n})", source=name)
+                for gold, en in (("正面", "positive"), ("负面", "negative")):
+                    f1 = [r["methods"][m]["metrics"]["per_class"][gold]["f1"] for m in ("ours", "seed")]
+                    assert f"| {f1[0]:.3f} | {f1[1]:.3f} |" in _row(rows, f"F1 {gold} ({en})", source=name)
+                pair = report.paired_comparison(r)
+                assert f"| {pair['ours_only']} | {pair['seed_only']} |" in _row(rows, f"Paired, same items ({n})", source=name)
+                assert f"| {ours['calibration']['ece']:.3f} |" in _row(rows, f"Confidence calibration error, ECE over 10 bins ({n})", source=name)
+        elif b == "injection":
+            assert f"| {r['methods']['ours']['holds']:.1%} |" in _row(rows, "Injection: label holds, all families", source=name)
+        elif b == "chat":
+            for t in r["by_turns"]:
+                c, tps = t["ceiling"], t["decode_tps"]["median"]
+                row = _row(rows, name, t["turns"], f"{c['bytes_per_token'] / 1e9:.2f} GB",
+                           f"{tps:.2f} tok/s → {tps * c['bytes_per_token'] / 1e9:.1f} GB/s", f"{c['bandwidth_gbs']:.1f} GB/s")
+                assert f"{c['gemv_gbs']:.1f} GB/s" in row and f"{t['bare_decode_tps']['median']:.2f} tok/s" in row
+                assert f"{c['decode_tps_at_gemv_rate']:.2f} tok/s" in _row(rows, f"Chat decode, {t['turns']} turn(s)", source=name)
+        elif b == "startup":
+            lim = r["limit"]
+            _row(rows, name, f"{r['ready_s']['median']:.1f} s", f"{lim['ready_s']:.1f} s", f"{lim['import_s']:.1f} s",
+                 f"{lim['read_weights_s']:.1f} s")
+            assert f"{r['peak_rss_loading'] / r['weight_bytes_fp32']:.2f}× weights" in _row(rows, "Peak RSS while loading", source=name)
+        elif b == "concurrency":
+            for lv in r["levels"]:
+                row = _row(rows, f"/api/infer ({r['mode']}), {lv['clients']} client(s):", source=name)
+                assert f"{lv['throughput_vs_single']:.2f}× single-client" in row
+                assert f"server model time median {lv['server_model_ms']['median']:.0f} ms" in row
+    assert benches == set(report.BENCHES)
+
+
+def test_design_table_keeps_every_figure():
+    import json
+
+    results_dir, _ = _stored_results()
+    d = json.loads((results_dir / "prompt_robust.json").read_text(encoding="utf-8"))
+    rows = [line for line in report.design_table(results_dir / "prompt_robust.json").splitlines() if line.startswith("| ")]
+    assert any(f"({d['n']} dev reviews)" in line and f"{d['bases']} short dev reviews" in line for line in rows)
+    for name, v in d["variants"].items():
+        holds = v.get("holds_given_clean_correct")
+        _row(rows, name, f"{v['accuracy_calibrated']:.1%}", "—" if holds is None else f"{holds:.1%}")
+        fams = v["holds_by_family"]
+        weakest = min(fams, key=fams.get)
+        assert f"| {weakest} {fams[weakest]:.1%} | {v['suffix_tokens']} | {v['prefix_tokens']} | {v['ms_per_clean_item']:.0f} |" \
+            in _row(rows, name)
+        if "fit" in v:
+            f, u = v["fit"], v["fit"]["uncertain"]
+            row = _row(rows, f"`{name}`", f"{f['ece_t1']:.3f}", f["best_temperature"], f"{f['ece_best']:.3f}", u["threshold"],
+                       f"{u['flagged_share_dev']:.1%}", f"{u['mixed_share_read']:.1%} (of {u['read']})")
+            for k in u["read_by_verdict"]:
+                assert f"{u['flagged_by_verdict'][k]} of {u['read_by_verdict'][k]} {k}" in row
+            assert f"{u['precision_mixed']:.1%} / {u['recall_mixed']:.1%}" in row
+            assert f"{u['f1_best']['threshold']}: flags {u['f1_best']['flagged_share_dev']:.1%}" in row
 
 
 @pytest.mark.parametrize("b, c, p", [(0, 0, 1.0), (5, 5, 1.0), (0, 10, 2 / 1024), (1, 9, 22 / 1024)])

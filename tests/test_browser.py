@@ -165,8 +165,8 @@ def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
         assert page.input_value("#msg textarea") == "今天好"
         page.press("#msg textarea", "Enter")  # a plain Enter sends
         wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
-        routed = [text for name, text in engine.calls if name == "route"]
-        assert routed == ["", "今天好"]  # the empty try, then the whole message: the composing Enter sent nothing
+        classified = [text for name, text in engine.calls if name == "classify"]
+        assert classified == ["今天好"]  # the whole message: the composing Enter sent nothing
 
 
 def test_a_full_queue_tells_the_user_to_try_again(page):
@@ -177,8 +177,8 @@ def test_a_full_queue_tells_the_user_to_try_again(page):
         client = Client(app.local_url, verbose=False)
         running = client.submit("一", api_name="/sentiment")  # holds the model
         wait_until(engine.classifying.is_set, what="the model to be busy")
-        waiting = client.submit("二", api_name="/sentiment")  # fills the queue
-        wait_until(lambda: len(app.demo._queue) == 1, what="the queue to fill")
+        waiting = client.submit("二", api_name="/sentiment")  # fills the line
+        wait_until(lambda: app.service.gate.waiting == 1, what="the line to fill")
 
         page.fill("#msg textarea", "在吗？")
         page.press("#msg textarea", "Enter")

@@ -19,10 +19,9 @@ import pytest
 from gradio_client import Client
 
 import pipeline
-from demo import Session, label_step, reply_step, start_turn, stop_turns
+from demo import Session, respond, stop_turns
 from pipeline import LABELS
-from tests.served import PacedModel, serve, wait_until
-from tests.test_demo_callbacks import Consumer
+from tests.served import Consumer, PacedModel, serve, wait_until
 
 MAX_NEW_TOKENS = 400
 
@@ -111,22 +110,19 @@ def _run_event(client: httpx.Client, url: str, app, name: str, data: list, sessi
     raise AssertionError(f"{name}: the stream ended before {until}")
 
 
-@pytest.mark.parametrize("door", ["named /chat API", "page reply (tab closed)"])
-def test_a_dropped_gradio_stream_ends_the_generation(app, engine, door):
+@pytest.mark.parametrize("event, data", [
+    ("chat", ["讲一个很长的故事", []]),  # the named /chat API
+    ("on_send", ["讲一个很长的故事", "chat", None]),  # the page's Send, then the tab closed
+])
+def test_a_dropped_gradio_stream_ends_the_generation(app, engine, event, data):
     url = app.local_url.rstrip("/")
-    session_hash = f"drop-{door[:4].strip('/ ')}-{time.monotonic_ns()}"
     cancelled = engine.generations_cancelled
     with PacedModel(engine, per_token_s=0.01) as paced, httpx.Client(timeout=30) as client:
-        if door == "named /chat API":
-            _run_event(client, url, app, "chat", ["讲一个很长的故事", []], session_hash, until="process_generating")
-        else:  # the page's three events, as the browser chains them, in one session
-            _run_event(client, url, app, "on_start", ["讲一个很长的故事", "chat", None], session_hash)
-            _run_event(client, url, app, "on_label", [None], session_hash)
-            _run_event(client, url, app, "on_reply", [None], session_hash, until="process_generating")
+        _run_event(client, url, app, event, data, f"drop-{event}-{time.monotonic_ns()}", until="process_generating")
         wait_until(lambda: generating(engine, paced), what="the reply to be under way")
         started = time.monotonic()
     # Leaving the block closed the stream's connection: the client is gone.
-    wait_cancelled(engine, cancelled, started, f"dropped Gradio stream, {door}")
+    wait_cancelled(engine, cancelled, started, f"dropped Gradio stream, {event}")
     assert_served_normally(app, engine)
 
 
@@ -134,11 +130,9 @@ def test_stop_in_the_page_ends_the_generation(app, engine):
     service, session = app.service, Session()
     cancelled = engine.generations_cancelled
     with PacedModel(engine, per_token_s=0.01) as paced:
-        start_turn(service, "讲一个很长的故事", "chat", session)
-        label_step(service, session)
-        consumer = Consumer(reply_step(service, session))
+        consumer = Consumer(respond(service, "讲一个很长的故事", "chat", session))
         consumer.start()
-        wait_until(lambda: generating(engine, paced) and consumer.updates, what="the streamed reply")
+        wait_until(lambda: generating(engine, paced) and len(consumer.updates) > 1, what="the streamed reply")
         started = time.monotonic()
         chat = stop_turns(session)
         wait_cancelled(engine, cancelled, started, "Stop in the page")
@@ -147,9 +141,6 @@ def test_stop_in_the_page_ends_the_generation(app, engine):
         assert paced.forwards < MAX_NEW_TOKENS
     assert "（已停止）" in chat[-1]["content"]
     assert not service.gate.busy
-    start_turn(service, "你好", "both", session)  # the same session goes on
-    label_step(service, session)
-    for _ in reply_step(service, session):
-        pass
+    list(respond(service, "你好", "both", session))  # the same session goes on
     assert session.turns == [] and "回复" in session.display[-1]["content"]
     assert_served_normally(app, engine)

@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 import pipeline
-from pipeline import LABELS
-from pipeline.packing import PackedLinear, head_rows, pack_decoder_linears, pack_output_head, packing_available
+from pipeline import LABELS, packing
+from pipeline.packing import PackedLinear, head_rows, pack_decoder_linears, pack_output_head
 from pipeline.synthetic import build_model_dir
 
-pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN linear ops")
+# A build fact, not the self-check: skipping on the self-check's verdict would hide the very failures
+# these tests are here to catch.
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +56,15 @@ def test_engine_packs_every_linear_by_default_and_none_when_told_not(tiny_engine
 
 @pytest.mark.parametrize("text", ["这家酒店的服务很好", "物流慢，包装破损，非常失望。", "a", "😄" * 30])
 def test_packed_and_stock_layouts_score_alike(tiny_engine, stock_engine, text):
-    packed = tiny_engine.sentiment.question_log_odds(tiny_engine.encode_user_text(tiny_engine.sentiment.quote(text)))
-    stock = stock_engine.sentiment.question_log_odds(stock_engine.encode_user_text(stock_engine.sentiment.quote(text)))
+    packed = tiny_engine.sentiment.question_log_odds(tiny_engine.review_ids(text))
+    stock = stock_engine.sentiment.question_log_odds(stock_engine.review_ids(text))
     assert torch.allclose(packed, stock, atol=1e-4), (packed, stock)
     assert tiny_engine.classify(text).label == stock_engine.classify(text).label
 
 
 def test_packed_and_stock_layouts_give_the_same_next_token_logits(tiny_engine, stock_engine):
-    ids, _ = tiny_engine.build_chat_prompt([{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}],
-                                           "今天天气怎么样？")
+    ids = list(tiny_engine.prepare("今天天气怎么样？", [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}],
+                                   mode="chat").prompt_ids)
     with torch.inference_mode():
         packed = tiny_engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
         stock = stock_engine.model(input_ids=torch.tensor([ids])).logits[0, -1]
@@ -73,7 +75,7 @@ def test_packed_engine_generates_greedy_text_like_the_stock_one(tiny_model_dir):
     kwargs = dict(threads=1, chat_max_new_tokens=12, do_sample=False, max_input_tokens=128, history_token_budget=256)
     packed = pipeline.load_engine(tiny_model_dir, **kwargs)
     stock = pipeline.load_engine(tiny_model_dir, pack_weights=False, **kwargs)
-    replies = ["".join(engine.chat([], "给我讲个故事")) for engine in (packed, stock)]
+    replies = ["".join(engine.chat(engine.prepare("给我讲个故事", mode="chat"))) for engine in (packed, stock)]
     assert replies[0] == replies[1]
     assert packed.active_generations == 0
 
@@ -99,7 +101,7 @@ def test_tied_model_engine_classifies_and_chats(tied_model_dir):
     engine = pipeline.load_engine(tied_model_dir, threads=1, chat_max_new_tokens=6, max_input_tokens=128,
                                   history_token_budget=256)
     assert engine.classify("很好").label in LABELS
-    assert isinstance("".join(engine.chat([], "你好")), str)
+    assert isinstance("".join(engine.chat(engine.prepare("你好", mode="chat"))), str)
 
 
 def test_packed_linear_computes_in_fp32_not_a_reduced_precision():
@@ -155,8 +157,15 @@ def test_released_file_pages_leave_the_process_but_read_back_the_same(tmp_path):
 _CACHE_PROBE = r"""
 import ctypes, gc, os, sys
 import psutil, torch
-from pipeline.packing import PackedLinear
+from pipeline.packing import PackedLinear, configure_onednn
 torch.set_num_threads(1)
+if sys.argv[1] == "before":  # load_engine's order: after torch is imported, before any oneDNN kernel
+    configure_onednn()
+first = PackedLinear(torch.nn.Linear(16, 16))  # the process's first oneDNN kernels
+with torch.inference_mode():
+    first(torch.randn(3, 16))
+if sys.argv[1] == "after":
+    configure_onednn()
 layers = [PackedLinear(torch.nn.Linear(256, 512)), PackedLinear(torch.nn.Linear(512, 256))]
 libc, proc = ctypes.CDLL(None), psutil.Process()
 def rss():
@@ -172,19 +181,101 @@ print(os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"], os.environ["LRU_CACHE_CAPAC
 
 
 @pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="malloc_trim is glibc's")
-@pytest.mark.parametrize("env, capped", [({}, True), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024",
-                                                       "LRU_CACHE_CAPACITY": "1024"}, False)])
-def test_kernel_caches_are_bounded_so_new_prompt_lengths_do_not_grow_memory(env, capped):
+@pytest.mark.parametrize("env, configure, capped", [
+    ({}, "before", True),  # the engine's default: both caches at 32 entries
+    # oneDNN's own default, for contrast: the probe really does grow without the cap
+    ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "1024"}, "before", False),
+    ({}, "after", False),  # read once, by the first kernel: configuring later does nothing
+])
+def test_kernel_caches_are_bounded_so_new_prompt_lengths_do_not_grow_memory(env, configure, capped):
+    out = _run_python(_CACHE_PROBE, configure, env=env).split()
+    grown_mib = float(out[2])
+    if capped:
+        assert out[:2] == ["32", "32"] and grown_mib < 20, out
+    else:
+        assert grown_mib > 40, out
+
+
+def _run_python(code: str, *args: str, env: dict[str, str]) -> str:
+    """Stdout of code run by a fresh interpreter from the repository root, with the cache variables
+    taken out of the environment and then env added."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    clean = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
-    out = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env={**clean, **env}, capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent.parent, check=True).stdout.split()
-    grown_mib = float(out[2])
-    if capped:  # the engine's default: both caches at 32 entries
-        assert out[:2] == ["32", "32"] and grown_mib < 20, out
-    else:  # oneDNN's own default, for contrast: the probe really does grow without the cap
-        assert grown_mib > 40, out
+    clean = {k: v for k, v in os.environ.items() if k not in packing.KERNEL_CACHE_VARIABLES}
+    return subprocess.run([sys.executable, "-c", code, *args], env={**clean, **env}, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, check=True).stdout
+
+
+_IMPORT_PROBE = r"""
+import os
+import pipeline.packing as packing
+names = packing.KERNEL_CACHE_VARIABLES
+print([os.environ.get(name) for name in names], packing.packing_check.cache_info().currsize)
+packing.configure_onednn()
+print([os.environ.get(name) for name in names], packing.packing_check.cache_info().currsize)
+"""
+
+
+@pytest.mark.parametrize("env, configured", [
+    ({}, ["32", "32"]),
+    ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "7"}, ["7", "32"]),  # a value already set wins
+])
+def test_import_leaves_the_environment_alone_until_configure_onednn(env, configured):
+    imported, after = _run_python(_IMPORT_PROBE, env=env).splitlines()
+    preset = [env.get(name) for name in packing.KERNEL_CACHE_VARIABLES]
+    assert imported == f"{preset} 0"  # nor does importing run the self-check
+    assert after == f"{configured} 0"
+
+
+@pytest.fixture
+def fresh_check():
+    """The self-check's cached verdict dropped before and after, so a test's verdict stays its own."""
+    packing.packing_check.cache_clear()
+    yield packing.packing_check
+    packing.packing_check.cache_clear()
+
+
+def test_self_check_passes_here_and_says_why(fresh_check):
+    rng = torch.get_rng_state()
+    verdict = fresh_check()
+    assert verdict.available and packing.packing_available()
+    assert verdict.reason == "packed FP32 linear matches F.linear on inputs 1x64, 7x64, 1x5x64"
+    assert fresh_check() is verdict and fresh_check.cache_info().hits >= 1  # once per process
+    assert torch.equal(torch.get_rng_state(), rng)  # the check's own generator, not the global one
+
+
+def _raise_unsupported(self, x):
+    raise RuntimeError("could not create a primitive descriptor\nfor this CPU")
+
+
+def _reduced_precision(self, x):  # as if oneDNN ran FP32 through BF16 units
+    return torch.ops.mkldnn._linear_pointwise(x.bfloat16().float(), self.packed_weight, self.bias, "none", [], "")
+
+
+@pytest.mark.parametrize("forward, reason", [
+    (_raise_unsupported, "packed linear raised RuntimeError: could not create a primitive descriptor"),
+    (_reduced_precision, "packed linear differs from F.linear by up to "),
+])
+def test_a_failing_self_check_leaves_the_model_in_stock_layers(tiny_model_dir, fresh_check, monkeypatch, caplog,
+                                                               forward, reason):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    linears = {name: m for name, m in model.named_modules() if type(m) is nn.Linear}
+    assert len(linears) == 2 * 7 + 1  # two layers' projections and the head
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    monkeypatch.setattr(PackedLinear, "forward", forward)
+    with caplog.at_level("INFO", logger="pipeline.packing"):
+        assert pack_decoder_linears(model) == 0
+        assert not pack_output_head(model)
+        assert pack_decoder_linears(model) == 0
+    verdict = fresh_check()
+    assert not verdict.available and verdict.reason.startswith(reason) and "\n" not in verdict.reason, verdict
+    assert _linears(model) == {name: nn.Linear for name in linears}
+    assert all(model.get_submodule(name) is module for name, module in linears.items())
+    assert all(torch.equal(p, weights[name]) for name, p in model.named_parameters())
+    logged = [r.getMessage() for r in caplog.records if r.name == "pipeline.packing"]
+    assert logged == [f"oneDNN packing not used, weights stay in torch's layout: {verdict.reason}"]  # once

@@ -5,20 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.settings import markdown_table
+import pytest
+
+import server
+from pipeline import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_settings_table_matches_the_code():
-    assert markdown_table() in README, "regenerate with: python -c 'from pipeline.settings import markdown_table; print(markdown_table())'"
-
-
-def test_serving_settings_table_matches_the_code():
-    import demo
-
-    assert demo.AppSettings.markdown_table() in README, "regenerate with: python -c 'import demo; print(demo.AppSettings.markdown_table())'"
+@pytest.mark.parametrize("settings", [Settings, server.ServerSettings])
+def test_settings_tables_match_the_code(settings):
+    assert settings.markdown_table() in README, (
+        f"regenerate with: python -c 'import server; print(server.{settings.__name__}.markdown_table())'")
 
 
 def test_readme_screenshot_is_a_png():

@@ -20,6 +20,11 @@ CLEAR_CASES = [
 ]
 
 
+def reply(engine, message, history=()):
+    """The engine's reply stream to message after history, prepared as the chat role alone."""
+    return engine.chat(engine.prepare(message, list(history), mode="chat", tags=False))
+
+
 @pytest.fixture(scope="module")
 def real_engine(real_model_dir):
     return pipeline.load_engine(real_model_dir, chat_max_new_tokens=96)
@@ -42,7 +47,7 @@ def test_instructions_naming_a_label_do_not_flip_clear_reviews(real_engine, text
 
 
 def test_chat_answers_in_chinese_and_ends_at_end_of_turn(real_engine):
-    stream = real_engine.chat([], "你好，请用一句话介绍一下北京。")
+    stream = reply(real_engine, "你好，请用一句话介绍一下北京。")
     text = "".join(stream)
     assert re.search(r"[\u4e00-\u9fff]", text), text
     assert stream.finish_reason == "stop", (stream.finish_reason, text)
@@ -52,5 +57,5 @@ def test_chat_answers_in_chinese_and_ends_at_end_of_turn(real_engine):
 def test_multi_turn_chat_uses_history(real_engine):
     history = [{"role": "user", "content": "我叫小明，请记住我的名字。"},
                {"role": "assistant", "content": "好的，小明，我记住了。"}]
-    text = "".join(real_engine.chat(history, "我叫什么名字？"))
+    text = "".join(reply(real_engine, "我叫什么名字？", history))
     assert "小明" in text, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,28 @@ def test_unknown_override_is_a_type_error():
 
 def test_every_setting_is_documented_once():
     rows = Settings.describe()
-    envs = [env for _, env, _, _ in rows]
+    envs = [row.env for row in rows]
     assert len(envs) == len(set(envs))
-    assert all(doc for *_, doc in rows)
-    assert ("model_dir", "MODEL_DIR", "weights/Qwen1.5-0.5B-Chat") == rows[0][:3]
+    assert all(row.doc for row in rows)
+    assert ("model_dir", "MODEL_DIR", "weights/Qwen1.5-0.5B-Chat") == (rows[0].name, rows[0].env, rows[0].default)
+    assert rows[0].flag == "--model-dir"
+
+
+def test_markdown_table_lists_every_setting_and_hides_long_prompts():
+    table = Settings.markdown_table()
+    assert table.splitlines()[0] == "| setting | flag | env var | default | meaning |"
+    assert "| `model_dir` | `--model-dir` | `MODEL_DIR` | `weights/Qwen1.5-0.5B-Chat` |" in table
+    assert "| `chat_system_prompt` |  | `CHAT_SYSTEM_PROMPT` | see `pipeline/prompts.py` |" in table
+    assert len(table.splitlines()) == 2 + len(Settings.describe())
+    assert settings_module.markdown_table() == table
+
+
+def test_model_dir_flag_wins_over_env():
+    parser = argparse.ArgumentParser()
+    Settings.add_arguments(parser)
+    s = Settings.from_args(parser.parse_args(["--model-dir", "/flag"]), {"MODEL_DIR": "/env", "TORCH_THREADS": "2"})
+    assert (s.model_dir, s.threads) == (Path("/flag"), 2)
+    assert Settings.from_args(parser.parse_args([]), {"MODEL_DIR": "/env"}).model_dir == Path("/env")
 
 
 @pytest.mark.parametrize("cpu_max, cores, expected", [

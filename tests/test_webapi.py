@@ -1,84 +1,21 @@
-"""The model gate and the JSON API's request handling, without a server."""
+"""The JSON API's request handling (body, checks, result shape, errors), without a server."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
+from gate import Job, ModelService
 from pipeline import LABELS, Mode, UserInputError
 from tests.fakes import FakeEngine
-from tests.served import wait_until
-from webapi import BUSY_MESSAGE, Busy, Cancelled, InferRequest, Job, ModelGate, ModelService, api_router
+from webapi import api_router, infer_result, parse_body
 
 
-def test_gate_serves_jobs_in_arrival_order_one_at_a_time():
-    gate = ModelGate(max_waiting=3)
-    first = Job()
-    gate.enqueue(first)
-    gate.acquire(first)
-    order, holders = [], []
-
-    def run(name):
-        with gate.hold(Job(), admitted=True):
-            holders.append(gate.busy)
-            order.append(name)
-
-    threads = [threading.Thread(target=run, args=(name,)) for name in range(3)]
-    for count, thread in enumerate(threads, start=1):
-        thread.start()
-        wait_until(lambda n=count: gate.waiting == n, what=f"{count} jobs to queue")
-    assert order == []  # all wait while the first job holds the slot
-    gate.release(first)
-    for thread in threads:
-        thread.join(10)
-    assert order == [0, 1, 2] and all(holders)
-    assert not gate.busy and gate.waiting == 0
-
-
-def test_gate_refuses_a_job_when_max_waiting_already_wait():
-    gate = ModelGate(max_waiting=1)
-    holder, waiter = Job(), Job()
-    gate.enqueue(holder)
-    gate.acquire(holder)
-    gate.enqueue(waiter)
-    with pytest.raises(Busy, match=BUSY_MESSAGE):
-        gate.enqueue(Job())
-    gate.enqueue(Job(), admitted=True)  # admitted by Gradio's own bounded queue: never refused here
-    assert gate.waiting == 2
-
-
-def test_cancelling_a_waiting_job_removes_it_from_the_line():
-    gate = ModelGate(max_waiting=2)
-    holder, waiter = Job(), Job()
-    gate.enqueue(holder)
-    gate.acquire(holder)
-    outcome = []
-
-    def wait():
-        try:
-            with gate.hold(waiter):
-                outcome.append("ran")
-        except Cancelled:
-            outcome.append("cancelled")
-
-    t = threading.Thread(target=wait)
-    t.start()
-    wait_until(lambda: gate.waiting == 1, what="the waiter to queue")
-    waiter.cancel()
-    t.join(10)
-    assert outcome == ["cancelled"]
-    assert gate.waiting == 0 and gate.busy  # the holder still holds it
-
-
-def test_job_cancel_stops_its_attached_stream():
-    engine = FakeEngine(gate=threading.Event())
-    job = Job()
-    stream = job.attach(engine.chat([], "你好"))
-    assert next(stream) == "回复"
-    job.cancel()
-    assert list(stream) == []
-    assert stream.finish_reason == "cancelled" and engine.generations_cancelled == 1
+def prepared(body: bytes):
+    """What /api/infer makes of a body before it waits for the model: parsed, then prepared."""
+    fields = parse_body(body)
+    return ModelService(FakeEngine(), 4).prepare(fields["text"], fields.get("history"), fields.get("mode"))
 
 
 @pytest.mark.parametrize("body, message", [
@@ -88,53 +25,54 @@ def test_job_cancel_stops_its_attached_stream():
     (b"[1, 2]", "JSON object"),
     (b'"text"', "JSON object"),
     (b"{}", '"text" is required'),
-    (b'{"text": 1}', '"text" must be a string'),
-    (b'{"text": null}', '"text" must be a string'),
+    (b'{"text": 1}', '"text" must be a string, not a number'),
+    (b'{"text": null}', '"text" must be a string, not null'),
     (b'{"text": "hi", "history": "x"}', '"history" must be a list'),
     (b'{"text": "hi", "history": {}}', '"history" must be a list'),
+    (b'{"text": "hi", "history": [{"role": "system", "content": "x"}]}', "history\\[0\\] has role 'system'"),
     (b'{"text": "hi", "mode": "sing"}', '"mode" must be one of'),
     (b'{"text": "hi", "mode": 1}', '"mode" must be one of'),
     (b'{"text": "hi", "histroy": []}', "unknown fields histroy"),
+    (b'{"text": " "}', "text is empty"),
     (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
 ])
-def test_parse_infer_refuses_bad_bodies_with_a_reason(body, message):
+def test_bad_bodies_are_refused_with_a_reason_before_any_waiting(body, message):
     with pytest.raises(UserInputError, match=message):
-        ModelService(FakeEngine(), 4).parse_infer(body)
+        prepared(body)
 
 
-def test_parse_infer_defaults_history_and_mode():
-    request = ModelService(FakeEngine(), 4).parse_infer('{"text": "很好"}'.encode())
-    assert request == InferRequest("很好", [], Mode.BOTH)
+def test_history_and_mode_default_to_none_and_both():
+    request = prepared('{"text": "很好"}'.encode())
+    assert (request.mode, request.text, request.history) == (Mode.BOTH, "很好", ())
+    assert request.review_ids is not None and request.prompt_ids is not None
 
 
-def test_infer_runs_the_modes_and_times_them():
-    engine = FakeEngine()
-    service = ModelService(engine, 4)
-    both = service.infer(InferRequest("这部电影太差了", [], Mode.BOTH), Job())
-    assert both["emotion_label"] == LABELS[1] and both["confidence"] == pytest.approx(0.9)
-    assert both["uncertain"] is False
-    assert both["chat_response"] == "回复：这部电影太差了"
-    mixed = service.infer(InferRequest("还行，有点差", [], Mode.EMOTION), Job())
-    assert (mixed["emotion_label"], mixed["confidence"], mixed["uncertain"]) == (LABELS[1], 0.58, True)
-    assert set(both["inference_time_ms"]) == {"emotion", "chat", "total"}
-    assert all(v is not None for v in both["inference_time_ms"].values())
-    emotion = service.infer(InferRequest("#CHAT# 你好", [], Mode.EMOTION), Job())  # the typed tag wins
-    assert emotion["emotion_label"] is None and emotion["uncertain"] is None and emotion["chat_response"] == "回复：你好"
-    assert emotion["inference_time_ms"]["emotion"] is None
+@pytest.mark.parametrize("text, mode, label, uncertain, reply", [
+    ("这部电影太差了", Mode.BOTH, LABELS[1], False, "回复：这部电影太差了"),
+    ("还行，有点差", Mode.EMOTION, LABELS[1], True, None),
+    ("#CHAT# 你好", Mode.EMOTION, None, None, "回复：你好"),  # the typed tag wins
+])
+def test_the_result_has_the_label_the_reply_and_their_times(text, mode, label, uncertain, reply):
+    service = ModelService(FakeEngine(), 4)
+    result = infer_result(service.answer(service.prepare(text, mode=mode), Job()))
+    assert (result["emotion_label"], result["uncertain"], result["chat_response"]) == (label, uncertain, reply)
+    times = result["inference_time_ms"]
+    assert set(times) == {"emotion", "chat", "total"}
+    assert (times["emotion"] is None, times["chat"] is None) == (label is None, reply is None)
+    assert times["total"] == pytest.approx(sum(t for t in (times["emotion"], times["chat"]) if t is not None))
 
 
-def test_infer_while_loading_says_so():
-    with pytest.raises(UserInputError, match="still loading"):
-        ModelService(None, 4).infer(InferRequest("hi", [], Mode.BOTH), Job())
+def test_while_loading_the_api_says_so_with_503():
+    client = TestClient(FastAPI(routes=api_router(ModelService(None, 4)).routes))
+    response = client.post("/api/infer", json={"text": "hi"})
+    assert response.status_code == 503 and "still loading" in response.json()["error"]
+    assert client.post("/api/infer", content=b"{").status_code == 400  # a bad body is still the caller's
 
 
 def test_an_unexpected_failure_still_answers_in_the_api_error_shape():
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
     engine = FakeEngine()
 
-    def broken(text):
+    def broken(request):
         raise RuntimeError("out of memory")
 
     engine.classify = broken
@@ -143,4 +81,4 @@ def test_an_unexpected_failure_still_answers_in_the_api_error_shape():
     response = client.post("/api/infer", json={"text": "你好"})
     assert response.status_code == 500 and "internal error" in response.json()["error"]
     assert "memory" not in response.text  # internals stay in the log
-    assert not service.gate.busy  # the model is handed on
+    assert not service.gate.busy and service.gate.waiting == 0  # the model is handed on

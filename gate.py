@@ -1,0 +1,238 @@
+"""Who gets the model when: one bounded line shared by every door, and the one way to run a request.
+
+Every door (the page, the named Gradio API, /api/infer) prepares its request, then calls
+ModelService.run(): admission ("busy, try again" when the line is full), the wait for the model,
+the roles, and the release all happen there. No Gradio here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from pipeline import ChatStream, Request, Sentiment, UserInputError
+from pipeline.request import prepare, with_history
+
+BUSY_MESSAGE = "busy, try again"
+
+
+class Busy(Exception):
+    """Too many jobs already wait for the model."""
+
+
+class Cancelled(Exception):
+    """The job was cancelled (Stop, Clear, or its client went away)."""
+
+
+class Job:
+    """One request's claim on the model: cancelling it leaves the line (or the model) and ends its stream."""
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._stream = None
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether cancel() was called."""
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Stop the job: leave the gate, and end its chat stream at the next token; safe to call twice."""
+        with self._lock:
+            self._cancelled.set()
+            stream, listeners = self._stream, list(self._listeners)
+        if stream is not None:
+            stream.cancel()
+        for listener in listeners:
+            listener()
+
+    def attach(self, stream):
+        """Make stream the one cancel() stops; returns it (already cancelled if the job is)."""
+        with self._lock:
+            self._stream = stream
+        if self.cancelled:
+            stream.cancel()
+        return stream
+
+    def on_cancel(self, listener: Callable[[], None]) -> None:
+        """Call listener (from the cancelling thread) when the job is cancelled."""
+        with self._lock:
+            self._listeners.append(listener)
+
+
+class ModelGate:
+    """The model's one line: bounded admission, then one job at a time.
+
+    A job is admitted once (Busy when max_waiting jobs already wait) and may then take several turns
+    on the model (a label, then a reply). Among the jobs asking for a turn, quick ones (a label, about
+    a tenth of a reply's time) go first, then the rest, each in the order they were admitted: a label
+    waits at most for the reply that is running, not for every reply in line. A cancelled job leaves
+    at once, even while it holds the model: the engine's own lock makes the next job wait for the
+    cancelled one's last token, so no one waits for a client that is gone.
+    """
+
+    def __init__(self, max_waiting: int):
+        if max_waiting < 1:
+            raise ValueError(f"max_waiting must be at least 1, got {max_waiting}")
+        self.max_waiting = max_waiting
+        self._cond = threading.Condition()
+        self._admitted: dict[Job, int] = {}  # job -> admission number, until it leaves
+        self._asking: dict[Job, bool] = {}  # job -> quick, while it waits for a turn
+        self._holder: Job | None = None
+        self._numbers = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        """Admitted jobs that do not hold the model."""
+        with self._cond:
+            return len(self._admitted) - (self._holder is not None)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job holds the model."""
+        with self._cond:
+            return self._holder is not None
+
+    def ahead_of(self, job: Job) -> int | None:
+        """How many jobs will have the model before this one's turn (None if it is not asking)."""
+        with self._cond:
+            if job not in self._asking:
+                return None
+            return sum(self._before(other, job) for other in self._asking) + (self._holder is not None)
+
+    def admit(self, job: Job) -> None:
+        """Put job in line; Busy if max_waiting jobs already wait."""
+        with self._cond:
+            if job in self._admitted:
+                return
+            if self.waiting >= self.max_waiting:
+                raise Busy(BUSY_MESSAGE)
+            self._admitted[job] = next(self._numbers)
+        job.on_cancel(lambda: self.leave(job))
+
+    def leave(self, job: Job) -> None:
+        """Take job out of line and off the model, if it is there."""
+        with self._cond:
+            self._admitted.pop(job, None)
+            self._asking.pop(job, None)
+            if self._holder is job:
+                self._holder = None
+            self._cond.notify_all()
+
+    @contextmanager
+    def turn(self, job: Job, quick: bool = False) -> Iterator[None]:
+        """Wait for job's turn, hold the model for the block, then hand it on; Cancelled if cancelled first."""
+        self._acquire(job, quick)
+        try:
+            yield
+        finally:
+            with self._cond:
+                if self._holder is job:
+                    self._holder = None
+                    self._cond.notify_all()
+
+    def _acquire(self, job: Job, quick: bool) -> None:
+        with self._cond:
+            if job not in self._admitted:
+                if job.cancelled:
+                    raise Cancelled("cancelled while waiting for the model")
+                raise ValueError("admit the job before its turn")
+            self._asking[job] = quick
+            while not job.cancelled:
+                if self._holder is None and not any(self._before(other, job) for other in self._asking):
+                    del self._asking[job]
+                    self._holder = job
+                    return
+                self._cond.wait()
+            self._asking.pop(job, None)
+        raise Cancelled("cancelled while waiting for the model")
+
+    def _before(self, other: Job, job: Job) -> bool:
+        """Whether other (asking) goes before job (asking): quick first, then admission order."""
+        if other is job:
+            return False
+        quick, other_quick = self._asking[job], self._asking[other]
+        if quick != other_quick:
+            return other_quick
+        return self._admitted[other] < self._admitted[job]
+
+
+@dataclass
+class Answer:
+    """What a request got so far: its label (sentiment role) and its reply stream (chat role)."""
+
+    sentiment: Sentiment | None = None
+    stream: ChatStream | None = None
+
+    @property
+    def model_ms(self) -> float | None:
+        """The model's time for both roles, in milliseconds (None before any)."""
+        parts = [self.sentiment and self.sentiment.latency_ms, self.stream and self.stream.latency_ms]
+        parts = [p for p in parts if p is not None]
+        return sum(parts) if parts else None
+
+
+class ModelService:
+    """The engine (None while loading) and the gate in front of it: what every door talks to."""
+
+    def __init__(self, engine, max_waiting: int):
+        self.engine = engine
+        self.gate = ModelGate(max_waiting)
+
+    def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text",
+                tags: bool = True) -> Request:
+        """The request checked and tokenized (see pipeline.request.prepare), or UserInputError; before any waiting."""
+        return prepare(self._engine(), text, history, mode, what, tags)
+
+    def with_history(self, request: Request, history: Any) -> Request:
+        """The request after a newer history (its chat prompt rebuilt only if the history changed)."""
+        return with_history(self._engine(), request, history)
+
+    def _engine(self):
+        if self.engine is None:
+            raise UserInputError("the model is still loading; try again in a moment")
+        return self.engine
+
+    def run(self, request: Request, job: Job,
+            before_reply: Callable[[Request], Request] | None = None) -> Iterator[Answer]:
+        """Admit the job (Busy now if the line is full), then a generator that runs the request's roles.
+
+        It yields the Answer after the label, after each piece of the reply and once when the reply has
+        ended; Cancelled if the job is cancelled first. before_reply (the page's) may wait and return the
+        request with a newer history. Closing the generator or cancelling the job ends the generation
+        and frees the model; either way the job leaves the line at the end.
+        """
+        self.gate.admit(job)
+        return self._run(request, job, before_reply)
+
+    def _run(self, request: Request, job: Job, before_reply) -> Iterator[Answer]:
+        answer = Answer()
+        try:
+            if request.wants_label:
+                with self.gate.turn(job, quick=True):
+                    answer.sentiment = self.engine.classify(request)
+                yield answer
+            if request.wants_reply:
+                if before_reply is not None:
+                    request = before_reply(request)
+                with self.gate.turn(job):
+                    answer.stream = job.attach(self.engine.chat(request))
+                    with answer.stream:
+                        for _ in answer.stream:
+                            yield answer
+                if answer.stream.finish_reason == "cancelled":
+                    raise Cancelled("cancelled while generating")
+                yield answer
+        finally:
+            self.gate.leave(job)
+
+    def answer(self, request: Request, job: Job) -> Answer:
+        """Run the request to its end (the whole reply); Cancelled if the job is cancelled first."""
+        for answer in self.run(request, job):
+            pass
+        return answer

@@ -1,0 +1,148 @@
+"""Serving: the page and the JSON API on one port, the routes closed to strangers, the CLI and launch.
+
+    python demo.py --model-dir DIR --host H --port P [--share]     (the same as python server.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import demo  # first: it sets Gradio's environment before Gradio is imported
+import gradio as gr
+from fastapi import APIRouter
+
+import pipeline
+from gate import ModelService
+from pipeline import Settings, UserInputError
+from pipeline.config import EnvSettings, setting
+from webapi import api_router, error
+
+
+@dataclass(frozen=True)
+class ServerSettings(EnvSettings):
+    """How the app is served; each field has an env var and a CLI flag (the flag wins)."""
+
+    host: str = setting("127.0.0.1", "GRADIO_SERVER_NAME", "Address to listen on; 0.0.0.0 for all interfaces.",
+                        flag="--host")
+    port: int = setting(7860, "GRADIO_SERVER_PORT", "Port to listen on.", flag="--port")
+    share: bool = setting(
+        False, "GRADIO_SHARE",
+        "Also open a temporary public gradio.live link (needs internet; the app keeps serving locally without).",
+        flag="--share")
+    queue_max_size: int = setting(
+        16, "QUEUE_MAX_SIZE",
+        "Most requests that may wait for the model, from the page and both APIs together; "
+        "more are told \"busy, try again\".", flag="--queue-max-size")
+    api_max_body_bytes: int = setting(
+        1 << 20, "API_MAX_BODY_BYTES", "Largest /api/infer body accepted, in bytes.", flag="--api-max-body-bytes")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise UserInputError(f"port must be between 0 and 65535, got {self.port}")
+        for name in ("queue_max_size", "api_max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line flags: the engine's (--model-dir) and the server's; each mirrors an env var."""
+    parser = argparse.ArgumentParser(description="Qwen All-in-One: the page and the JSON API on one model.")
+    Settings.add_arguments(parser)
+    ServerSettings.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+# Gradio's routes for files: /file= serves its upload and cache folders (shared by every Gradio app on
+# the machine) and fetches any public http(s) URL on the caller's behalf; /upload stores 1 MB files for
+# anyone, without limit. The page has no file inputs or outputs, so behind a share link these would only
+# serve strangers: they answer 404 before Gradio sees them.
+CLOSED_FILE_ROUTES = {
+    "/gradio_api/file={path:path}": ["GET", "HEAD"],
+    "/gradio_api/file/{path:path}": ["GET", "HEAD"],
+    "/gradio_api/upload": ["POST"],
+    "/gradio_api/upload_progress": ["GET"],
+}
+
+
+def closed_file_routes() -> list:
+    """Routes that answer Gradio's file and upload paths with 404, for mounting ahead of Gradio's own."""
+    router = APIRouter()
+
+    def no_files():
+        return error(404, "not found: this app serves no files")
+
+    for path, methods in CLOSED_FILE_ROUTES.items():
+        router.add_api_route(path, no_files, methods=methods, include_in_schema=False)
+    return list(router.routes)
+
+
+@dataclass
+class App:
+    """The page, the Gradio API and the JSON API around one ModelService; launch() serves them."""
+
+    service: ModelService
+    demo: gr.Blocks
+    settings: ServerSettings
+    local_url: str | None = None
+    share_url: str | None = None
+
+    def launch(self, prevent_thread_lock: bool = False, quiet: bool = False, **overrides: Any) -> "App":
+        """Serve on settings.host:port (plus a share link if asked); overrides go to Blocks.launch()."""
+        s = self.settings
+        # The JSON routes are handed to the FastAPI app Gradio builds, so launch() (and with it
+        # --share's tunnel) serves them on the same port, ahead of Gradio's own routes.
+        routes = list(api_router(self.service, s.api_max_body_bytes).routes) + closed_file_routes()
+        kwargs = dict(
+            server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
+            app_kwargs={"routes": routes}, theme=demo.theme(), css=demo.CSS, js=demo.IME_GUARD_JS,
+            show_error=False, footer_links=["api", "settings"], run_history=False, enable_monitoring=False,
+            ssr_mode=False, pwa=False, mcp_server=False, max_file_size="1mb", strict_cors=True)
+        kwargs.update(overrides)
+        _, self.local_url, self.share_url = self.demo.launch(**kwargs)
+        if kwargs["share"] and not self.share_url:
+            print(f"* No public link: the share tunnel could not be opened (no internet, or gradio.live "
+                  f"unreachable). Still serving locally at {self.local_url}", flush=True)
+        if not prevent_thread_lock:
+            self.demo.block_thread()
+        return self
+
+    def close(self) -> None:
+        """Stop the server."""
+        self.demo.close()
+
+
+def create_app(engine, settings: ServerSettings | None = None) -> App:
+    """The whole app around an already-loaded engine (None: /healthz answers 503 until one is set)."""
+    settings = settings or ServerSettings()
+    service = ModelService(engine, settings.queue_max_size)
+    return App(service, demo.build_demo(service), settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Load the model once, then serve the page and the APIs until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own startup checks
+    args = parse_args(argv)
+    try:
+        settings = ServerSettings.from_args(args)
+        started = time.perf_counter()
+        engine = pipeline.load_engine(settings=Settings.from_args(args))
+    except (UserInputError, pipeline.WeightsNotFoundError, pipeline.ModelCompatibilityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"* Loaded {engine.model_name} in {time.perf_counter() - started:.1f} s", flush=True)
+    app = create_app(engine, settings)
+    try:
+        app.launch()
+    except KeyboardInterrupt:
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

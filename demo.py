@@ -387,10 +387,11 @@ def build_demo(service: ModelService) -> gr.Blocks:
                 timing = gr.Markdown(elem_id="timing")
                 gr.Examples(EXAMPLES, inputs=[msg], label="示例")
 
-        # Progress (time waiting) shows on the small label box, not over the conversation.
+        # Progress (time waiting) shows on the small label box, not over the conversation. Each Send is
+        # an event of its own ("multiple": Gradio's default drops a Send while the previous one runs).
         sent = gr.on([msg.submit, send.click], on_send, inputs=[msg, mode, session],
-                     outputs=[msg, chatbot, label, timing], concurrency_limit=None, show_progress="minimal",
-                     show_progress_on=[label], api_visibility="private")
+                     outputs=[msg, chatbot, label, timing], concurrency_limit=None, trigger_mode="multiple",
+                     show_progress="minimal", show_progress_on=[label], api_visibility="private")
         stop.click(stop_turns, inputs=[session], outputs=[chatbot], queue=False, cancels=[sent],
                    api_visibility="private")
         # The Chatbot's own trash button clears the same way as Clear (the session holds the chat).

@@ -105,6 +105,29 @@ def test_sentiment_only_messages_stay_in_the_chat(page, tiny_engine):
         assert len(re.findall(r"(😄 正面|😞 负面|😐 偏正面|😐 偏负面) \d{1,3}%", shown)) == 3, shown
 
 
+def test_a_message_sent_while_a_reply_streams_is_answered_and_nothing_is_lost(page):
+    """Issue 13's lost conversation: a sentiment-only message sent mid-reply. Gradio's default dropped a
+    Send while the previous one ran, so it never arrived; before that, the chat emptied when the reply ended."""
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate, reply_pieces=["天气", "好", "就出去走走吧。"])
+    with serve(engine) as app:
+        open_app(page, app)
+        page.fill("#msg textarea", "今天天气真好，心情也不错。")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('天气 ▌')")
+        page.get_by_label("仅情感分析").check()
+        page.fill("#msg textarea", "物流很快，五星好评！")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('物流很快，五星好评！')")
+        assert page.input_value("#msg textarea") == ""
+        gate.set()
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('天气好就出去走走吧。')")
+        wait_until(lambda: chat_text(page).count("正面 90%") == 2, what="both labels in the chat")
+        shown = chat_text(page)
+        assert all(t in shown for t in ("今天天气真好，心情也不错。", "物流很快，五星好评！", "天气好就出去走走吧。")), shown
+        assert "▌" not in shown and "…" not in shown
+
+
 def test_a_mixed_review_is_shown_as_leaning_not_as_a_verdict(page):
     """An uncertain label reads "😐 偏负面 58%" in the side box and in the chat."""
     with serve(FakeEngine()) as app:

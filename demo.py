@@ -19,6 +19,7 @@ import html  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import AsyncIterator, Iterator  # noqa: E402
 
@@ -148,14 +149,15 @@ class Session:
             self.display[turn.reply_index]["content"] = content
             return True
 
-    def reply_turn(self, turn: Turn, request: Request, service: ModelService) -> Request:
-        """Wait until the replies sent before this one are done; the request, with their history.
+    def reply_turn(self, job: Job, request: Request, service: ModelService) -> Request:
+        """Wait until the replies sent before this job's are done; the request, with their history.
 
-        Cancelled if the turn is stopped while it waits.
+        Cancelled if the job is stopped while it waits.
         """
         with self._cond:
+            turn = next(t for t in self.turns if t.job is job)
             while any(t.request.wants_reply for t in self.turns[: self.turns.index(turn)]):
-                if turn.job.cancelled:
+                if job.cancelled:
                     raise Cancelled("stopped before its reply")
                 self._cond.wait()
             history = list(self.history)
@@ -181,6 +183,14 @@ class Session:
         for turn in turns:
             turn.done.wait(wait_s)
 
+    def clear(self) -> None:
+        """Forget the conversation; turns still running are cancelled and write nothing more."""
+        with self._cond:
+            self.era += 1
+            self.display.clear()
+            self.history.clear()
+        self.cancel_all()
+
     def _notify(self) -> None:
         with self._cond:
             self._cond.notify_all()
@@ -196,14 +206,9 @@ def respond(service: ModelService, text, mode, session: Session) -> Iterator[tup
     next token and the model goes to the next in line; what was said so far stays in the chat.
     """
     job = Job()
-    try:
+    with shown_to_user():
         request = service.prepare(text, session.history, mode, what="message")
-        turn = None
-        steps = service.run(request, job, before_reply=lambda r: session.reply_turn(turn, r, service))
-    except UserInputError as exc:
-        raise user_error(exc) from None
-    except Busy:
-        raise user_error(PAGE_BUSY_MESSAGE) from None
+        steps = service.run(request, job, before_reply=lambda r: session.reply_turn(job, r, service))
     turn = session.start(request, job)
     answer, last_words = Answer(), None
     try:
@@ -239,17 +244,24 @@ def stop_turns(session: Session):
 
 def clear_session(session: Session):
     """Clear: stop everything and forget the conversation."""
-    with session._cond:
-        session.era += 1
-        session.display.clear()
-        session.history.clear()
-    session.cancel_all()
+    session.clear()
     return [], "", "", ""
 
 
 def user_error(message) -> gr.Error:
     """A message meant for the user, as Gradio shows it: escaped (Gradio renders it as HTML), no traceback logged."""
     return gr.Error(html.escape(str(message), quote=False), print_exception=False)
+
+
+@contextmanager
+def shown_to_user() -> Iterator[None]:
+    """Bad input and a full line, raised in the block, as the Gradio error the user reads."""
+    try:
+        yield
+    except UserInputError as exc:
+        raise user_error(exc) from None
+    except Busy:
+        raise user_error(PAGE_BUSY_MESSAGE) from None
 
 
 # -- the named Gradio API (for gradio_client) ------------------------------------------------------------
@@ -262,14 +274,12 @@ async def sentiment_api(service: ModelService, text: str) -> dict:
     """The sentiment of text: {"label": "正面"|"负面", "confidence": 0..1, "uncertain": bool, "inference_time_ms": float}."""
     job = Job()
     try:
-        request = service.prepare(text, mode=Mode.EMOTION, tags=False)
-        sentiment = (await anyio.to_thread.run_sync(service.answer, request, job, abandon_on_cancel=True)).sentiment
-    except UserInputError as exc:
-        raise user_error(exc) from None
-    except Busy:
-        raise user_error(PAGE_BUSY_MESSAGE) from None
+        with shown_to_user():
+            request = service.prepare(text, mode=Mode.EMOTION, tags=False)
+            answer = await anyio.to_thread.run_sync(service.answer, request, job, abandon_on_cancel=True)
     finally:
         job.cancel()
+    sentiment = answer.sentiment
     return {"label": sentiment.label, "confidence": round(sentiment.confidence, 4), "uncertain": sentiment.uncertain,
             "inference_time_ms": round(sentiment.latency_ms, 1)}
 
@@ -278,8 +288,8 @@ async def chat_api(service: ModelService, message: str, history: list | None = N
     """A reply to message after history ([{"role", "content"}, ...]), streamed as the text so far."""
     job = Job()
     try:
-        request = service.prepare(message, history, Mode.CHAT, what="message", tags=False)
-        steps = service.run(request, job)
+        with shown_to_user():
+            steps = service.run(service.prepare(message, history, Mode.CHAT, what="message", tags=False), job)
         sent = None
         while (answer := await anyio.to_thread.run_sync(next, steps, None, abandon_on_cancel=True)) is not None:
             if answer.stream.text != sent:
@@ -287,10 +297,6 @@ async def chat_api(service: ModelService, message: str, history: list | None = N
                 yield sent
         if sent is None:  # the model ended its turn at once: the answer is "", not a missing one
             yield ""
-    except UserInputError as exc:
-        raise user_error(exc) from None
-    except Busy:
-        raise user_error(PAGE_BUSY_MESSAGE) from None
     except Cancelled:
         return
     finally:

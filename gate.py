@@ -60,9 +60,12 @@ class Job:
         return stream
 
     def on_cancel(self, listener: Callable[[], None]) -> None:
-        """Call listener (from the cancelling thread) when the job is cancelled."""
+        """Call listener (from the cancelling thread) when the job is cancelled; at once if it already is."""
         with self._lock:
             self._listeners.append(listener)
+            cancelled = self.cancelled
+        if cancelled:
+            listener()
 
 
 class ModelGate:

@@ -7,7 +7,7 @@ import time
 from typing import Callable, Iterator
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import StoppingCriteria, TextIteratorStreamer
 
 
 class StopOnEvent(StoppingCriteria):

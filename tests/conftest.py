@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -25,11 +26,28 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_model_dir(tmp_path_factory.mktemp("tiny-model"), shape="tiny")
 
 
+# The tiny engine's settings: short replies and budgets keep the tests fast.
+TINY_SETTINGS = dict(chat_max_new_tokens=24, history_token_budget=256, max_input_tokens=128, threads=1)
+
+
 @pytest.fixture(scope="session")
-def tiny_engine(tiny_model_dir) -> pipeline.Engine:
-    """The real engine on the tiny model, loaded through the real loading code."""
-    return pipeline.load_engine(tiny_model_dir, chat_max_new_tokens=24, history_token_budget=256,
-                                max_input_tokens=128, threads=1)
+def tiny_engine_with(tiny_model_dir) -> Callable[..., pipeline.Engine]:
+    """Engines on the tiny model, through the real loading code: TINY_SETTINGS with overrides, one per set."""
+    engines: dict[tuple, pipeline.Engine] = {}
+
+    def load(**overrides: Any) -> pipeline.Engine:
+        key = tuple(sorted(overrides.items()))
+        if key not in engines:
+            engines[key] = pipeline.load_engine(tiny_model_dir, **{**TINY_SETTINGS, **overrides})
+        return engines[key]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_engine_with) -> pipeline.Engine:
+    """The real engine on the tiny model with TINY_SETTINGS."""
+    return tiny_engine_with()
 
 
 @pytest.fixture(scope="session")

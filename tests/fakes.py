@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pipeline import LABELS, Mode, Request, Sentiment, prepare
+from pipeline import LABELS, Request, Sentiment, prepare
 
 
 class FakeChatStream:
@@ -105,10 +105,8 @@ class FakeEngine:
     def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text", tags: bool = True) -> Request:
         return prepare(self, text, history, mode, what, tags)
 
-    def classify(self, request: Request | str) -> Sentiment:
+    def classify(self, request: Request) -> Sentiment:
         """Label by keywords ("一般"/"还行": uncertain); with classify_gate, sets `classifying` and waits for the gate first."""
-        if not isinstance(request, Request):
-            request = self.prepare(request, mode=Mode.EMOTION, tags=False)
         text = request.text
         self.calls.append(("classify", text))
         if self.classify_gate is not None:

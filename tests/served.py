@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 import httpx
 
 import server
+from gate import Job
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -52,11 +53,9 @@ def collect(agen) -> list:
     return asyncio.run(run())
 
 
-def hold_model(gate) -> "Job":
+def hold_model(gate) -> Job:
     """A job that holds the model gate (as a long reply would) until it is cancelled."""
-    from gate import Job
-
-    job, turn = Job(), None
+    job = Job()
     gate.admit(job)
     turn = gate.turn(job)
     turn.__enter__()
@@ -115,6 +114,8 @@ class RecordingEngine:
         return getattr(self._engine, name)
 
     def classify(self, request):
+        if isinstance(request, str):
+            request = self._engine.prepare(request, mode="emotion", tags=False)
         result = self._engine.classify(request)
         with self._record_lock:
             self.classified.append((request.text, list(request.review_ids)))

@@ -2,7 +2,7 @@
 
 test_app_http.py and test_demo_callbacks.py cover the same paths on the fake engine; here the real
 generation thread has to stop: a JSON API client that hangs up, a gradio_client job cancelled, a
-Gradio stream dropped (the named /chat API and the page's reply event: a closed tab), and Stop in the
+Gradio stream dropped (the named /chat API and the page's Send event: a closed tab), and Stop in the
 page's callbacks. The model is paced (tests/served.py PacedModel: 10 ms a token, no end-of-turn
 token, 400 tokens) so each test acts mid-reply; the engine's counters say when generation ended.
 The time from the cancel to active_generations == 0 is printed (run with -s to see it).
@@ -18,7 +18,6 @@ import httpx
 import pytest
 from gradio_client import Client
 
-import pipeline
 from demo import Session, respond, stop_turns
 from pipeline import LABELS
 from tests.served import Consumer, PacedModel, serve, wait_until
@@ -27,9 +26,8 @@ MAX_NEW_TOKENS = 400
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir):
-    return pipeline.load_engine(tiny_model_dir, chat_max_new_tokens=MAX_NEW_TOKENS, history_token_budget=256,
-                                max_input_tokens=128, threads=1)
+def engine(tiny_engine_with):
+    return tiny_engine_with(chat_max_new_tokens=MAX_NEW_TOKENS)
 
 
 @pytest.fixture(scope="module")

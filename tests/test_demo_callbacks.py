@@ -182,43 +182,30 @@ def test_each_session_has_its_own_history():
     assert [m["content"] for m in bob.history] == ["我是小红", "回复：我是小红"]
 
 
-def test_a_message_sent_while_a_reply_streams_is_answered_after_it_with_that_reply_in_its_history():
+@pytest.mark.parametrize("text, mode, calls, shown, later_histories", [
+    ("第二句很差", "both", ["classify", "chat", "classify", "chat"],
+     ["第一句", "回复：第一句", "第二句很差", "回复：第二句很差"], [[{"role": "user", "content": "第一句"}, {"role": "assistant", "content": "回复：第一句"}]]),
+    # Issue 13's lost conversation: a sentiment-only message sent mid-reply emptied the chat when the reply ended.
+    ("物流很快，五星好评！", "emotion", ["classify", "chat", "classify"],
+     ["第一句", "回复：第一句", "物流很快，五星好评！", "😄 正面 90%"], []),
+])
+def test_a_message_sent_while_a_reply_streams_is_answered_and_nothing_is_lost(text, mode, calls, shown, later_histories):
     gate = threading.Event()
     engine, session = FakeEngine(gate=gate), Session()
     service = service_for(engine)
     first = Consumer(respond(service, "第一句", "both", session))
     first.start()
     wait_until(lambda: engine.active_generations == 1, what="the first reply to stream")
-    second = Consumer(respond(service, "第二句很差", "both", session))
+    second = Consumer(respond(service, text, mode, session))
     second.start()
     wait_until(lambda: len(session.display) == 4, what="the second message to show")
     gate.set()
     first.join(10), second.join(10)
     assert first.error is None and second.error is None
-    assert [name for name, _ in engine.calls] == ["classify", "chat", "classify", "chat"]
-    assert "😞 负面 90%" in shown_labels(second.updates)
-    shown = [m["content"].split("\n")[0] for m in session.display]
-    assert shown == ["第一句", "回复：第一句", "第二句很差", "回复：第二句很差"]
-    assert [m["content"] for m in chat_calls(engine)[1][0]] == ["第一句", "回复：第一句"]
-
-
-def test_a_sentiment_only_message_during_a_reply_loses_nothing():
-    # Issue 13's lost conversation: a sentiment-only message sent while a reply streamed emptied the chat.
-    gate = threading.Event()
-    engine, session = FakeEngine(gate=gate), Session()
-    service = service_for(engine)
-    first = Consumer(respond(service, "今天天气真好，心情也不错。", "both", session))
-    first.start()
-    wait_until(lambda: engine.active_generations == 1, what="the reply to stream")
-    second = Consumer(respond(service, "物流很快，五星好评！", "emotion", session))
-    second.start()
-    wait_until(lambda: len(session.display) == 4, what="the second message to show")
-    gate.set()
-    first.join(10), second.join(10)
-    assert first.error is None and second.error is None
-    last_chats = [chats(first.updates)[-1], chats(second.updates)[-1]]
-    assert all(len(chat) == 4 for chat in last_chats)
-    assert session.display[1]["content"].startswith("回复：今天天气真好") and "正面" in session.display[3]["content"]
+    assert [name for name, _ in engine.calls] == calls
+    assert [m["content"].split("\n")[0] for m in session.display] == shown
+    assert [len(chats(c.updates)[-1]) for c in (first, second)] == [4, 4]  # every last update shows it all
+    assert [history for history, _ in chat_calls(engine)[1:]] == later_histories  # a reply sees the replies before it
 
 
 @pytest.mark.parametrize("mode, text, roles, label, answer", [

@@ -206,10 +206,9 @@ def test_oversized_history_is_trimmed_not_refused(tiny_engine):
 
 
 @pytest.fixture(scope="module")
-def long_engine(tiny_model_dir):
+def long_engine(tiny_engine_with):
     """A tiny engine allowed to generate long replies, so there is time to stop it."""
-    return pipeline.load_engine(tiny_model_dir, chat_max_new_tokens=2000, history_token_budget=256,
-                                max_input_tokens=128, threads=1, do_sample=True)
+    return tiny_engine_with(chat_max_new_tokens=2000, do_sample=True)
 
 
 def test_cancel_ends_generation_thread(long_engine):
@@ -314,8 +313,8 @@ def test_concurrent_encoding_keeps_each_calls_special_token_setting(tiny_engine)
     assert wrong == []
 
 
-def test_greedy_chat_is_same_alone_and_under_concurrency(tiny_model_dir):
-    engine = pipeline.load_engine(tiny_model_dir, chat_max_new_tokens=16, do_sample=False, threads=1)
+def test_greedy_chat_is_same_alone_and_under_concurrency(tiny_engine_with):
+    engine = tiny_engine_with(chat_max_new_tokens=16, do_sample=False)
     alone = "".join(reply(engine, "你好"))
     replies = []
     threads = [threading.Thread(target=lambda: replies.append("".join(reply(engine, "你好")))) for _ in range(3)]
@@ -337,9 +336,8 @@ def test_greedy_chat_is_same_alone_and_under_concurrency(tiny_model_dir):
     ("x" * 100_000, "limit is 128 tokens"),
 ])
 def test_bad_text_raises_user_error(tiny_engine, text, match):
-    if isinstance(text, str):  # classify prepares a plain text itself
-        with pytest.raises(UserInputError, match=match):
-            tiny_engine.classify(text)
+    with pytest.raises(UserInputError, match=match):
+        tiny_engine.classify(text)  # classify prepares anything but a Request itself
     for mode in (None, "emotion"):
         with pytest.raises(UserInputError, match=match):
             tiny_engine.prepare(text, mode=mode)

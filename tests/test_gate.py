@@ -96,6 +96,19 @@ def test_cancelling_a_waiting_job_removes_it_from_the_line():
     thread.join(10)
     assert outcome == ["cancelled"]
     assert gate.waiting == 0 and gate.busy  # the holder still holds it
+    holder.cancel()
+    assert not gate.busy
+
+
+def test_a_job_cancelled_before_it_is_admitted_leaves_no_place_taken():
+    gate = ModelGate(max_waiting=1)
+    job = Job()
+    job.cancel()  # e.g. Stop came first
+    gate.admit(job)
+    assert gate.waiting == 0
+    with pytest.raises(Cancelled):
+        with gate.turn(job):
+            pass
 
 
 def test_cancelling_the_holder_hands_the_model_on_at_once():

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-import pipeline
 from bench.long_session import run_session
 
 pytestmark = pytest.mark.slow
 
 
-def test_fifty_turns_stay_within_the_budget_and_memory_stays_flat(tiny_model_dir):
-    engine = pipeline.load_engine(tiny_model_dir, chat_max_new_tokens=24, history_token_budget=256,
-                                  max_input_tokens=128, threads=1)
+def test_fifty_turns_stay_within_the_budget_and_memory_stays_flat(tiny_engine):
+    engine = tiny_engine
     result = run_session(engine, turns=50, warmup=5)
     print(f"\n[long session] prompt at most {result['max_prompt_tokens']} tokens, trimming from turn "
           f"{result['first_turn_dropping']}; RSS {result['rss_after_warmup_mb']:.1f} MB after warm-up, peak "

@@ -72,15 +72,14 @@ def test_model_dir_flag_wins_over_env():
     assert Settings.from_args(parser.parse_args([]), {"MODEL_DIR": "/env"}).model_dir == Path("/env")
 
 
-@pytest.mark.parametrize("cpu_max, cores, expected", [
-    ("max 100000", 8, 8),
-    ("150000 100000", 8, 2),
-    ("100000 100000", 8, 1),
-    ("400000 100000", 2, 2),
-    (None, 4, 4),
+@pytest.mark.parametrize("quota, cores, expected", [
+    (None, 8, 8),  # cpu.max "max 100000": no quota
+    (1.5, 8, 2),  # "150000 100000"
+    (1.0, 8, 1),  # "100000 100000"
+    (4.0, 2, 2),  # "400000 100000" on 2 cores
+    (None, 4, 4),  # no cgroup file
 ])
-def test_cpu_quota_from_cgroup(monkeypatch, cpu_max, cores, expected):
-    quota = None if cpu_max is None or cpu_max.startswith("max") else int(cpu_max.split()[0]) / int(cpu_max.split()[1])
+def test_cpu_quota_from_cgroup(monkeypatch, quota, cores, expected):
     monkeypatch.setattr(settings_module, "_cgroup_quota", lambda: quota)
     monkeypatch.setattr(settings_module.os, "sched_getaffinity", lambda pid: set(range(cores)))
     assert settings_module.cpu_quota() == expected

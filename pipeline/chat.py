@@ -129,6 +129,29 @@ class ChatStream:
         self._generation.cancel.set()
 
 
+class GenerationCounts:
+    """Counters of an engine's chat generations (for /healthz and tests); safe from any thread."""
+
+    def __init__(self) -> None:
+        self._counts_lock = threading.Lock()
+        self.active_generations = 0
+        self.generations_started = 0
+        self.generations_finished = 0
+        self.generations_cancelled = 0
+
+    def _generation_started(self) -> None:
+        with self._counts_lock:
+            self.active_generations += 1
+            self.generations_started += 1
+
+    def _generation_done(self, stream) -> None:
+        with self._counts_lock:
+            self.active_generations -= 1
+            self.generations_finished += 1
+            if stream.finish_reason == "cancelled":
+                self.generations_cancelled += 1
+
+
 def trim_history(history_lens: list[int], message_len: int, budget: int) -> int:
     """How many of the oldest history messages to drop so history + message fits in budget.
 

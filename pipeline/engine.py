@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from . import chat_format, packing
-from .chat import ChatStream, trim_history
+from .chat import ChatStream, GenerationCounts, trim_history
 from .errors import UserInputError
 from .loading import load_model
 from .request import MAX_CHARS_PER_TOKEN, Request, prepare
@@ -23,7 +23,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-class Engine:
+class Engine(GenerationCounts):
     """One loaded model that classifies sentiment and chats, one call at a time.
 
     The model runs under a single lock: on a small CPU two interleaved forwards are no faster than
@@ -36,12 +36,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.settings = settings
         self.model_name = Path(settings.model_dir).name
+        super().__init__()
         self._lock = threading.Lock()
-        self._counter_lock = threading.Lock()
-        self.active_generations = 0
-        self.generations_started = 0
-        self.generations_finished = 0
-        self.generations_cancelled = 0
         self.context_window = int(getattr(model.config, "max_position_embeddings", 32768))
         self.generation_config = self._generation_config()
         self.eos_ids = set(self.generation_config.eos_token_id)
@@ -170,17 +166,8 @@ class Engine:
                         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                         generation_config=config, streamer=streamer, stopping_criteria=[stop])
 
-        with self._counter_lock:
-            self.active_generations += 1
-            self.generations_started += 1
+        self._generation_started()
         return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done)
-
-    def _generation_done(self, stream) -> None:
-        with self._counter_lock:
-            self.active_generations -= 1
-            self.generations_finished += 1
-            if stream.finish_reason == "cancelled":
-                self.generations_cancelled += 1
 
 
 def load_engine(model_dir: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any) -> Engine:

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from pipeline import LABELS, Request, Sentiment, prepare
+from pipeline.chat import GenerationCounts
 
 
 class FakeChatStream:
@@ -72,7 +73,7 @@ class FakeChatStream:
         self._cancel.set()
 
 
-class FakeEngine:
+class FakeEngine(GenerationCounts):
     """Engine stand-in for UI tests: the real request rules with one token per character, a label from
     keywords, a reply that echoes the message in pieces."""
 
@@ -80,24 +81,19 @@ class FakeEngine:
 
     def __init__(self, reply_pieces: list[str] | None = None, gate: threading.Event | None = None,
                  max_input_chars: int = 1000, classify_gate: threading.Event | None = None):
+        super().__init__()
         self.calls: list[tuple[str, Any]] = []
         self.reply_pieces = reply_pieces
         self.gate = gate
         self.classify_gate = classify_gate
         self.classifying = threading.Event()
         self.max_input_tokens = max_input_chars
-        self.active_generations = 0
-        self.generations_started = 0
-        self.generations_finished = 0
-        self.generations_cancelled = 0
-        self._lock = threading.Lock()
 
     # pipeline.request.Tokenizing, one token per character
-    def review_ids(self, text: str) -> list[int]:
-        return [ord(c) for c in text]
-
     def message_ids(self, text: str) -> list[int]:
         return [ord(c) for c in text]
+
+    review_ids = message_ids
 
     def prompt_ids(self, history, message, message_ids):
         return [i for m in history for i in self.message_ids(m["content"])] + list(message_ids), 0
@@ -123,14 +119,5 @@ class FakeEngine:
         history, message = list(request.history), request.text
         self.calls.append(("chat", (history, message)))
         pieces = self.reply_pieces if self.reply_pieces is not None else ["回复", "：", message]
-        with self._lock:
-            self.active_generations += 1
-            self.generations_started += 1
-        return FakeChatStream(pieces, self.gate, self._done)
-
-    def _done(self, stream: FakeChatStream) -> None:
-        with self._lock:
-            self.active_generations -= 1
-            self.generations_finished += 1
-            if stream.finish_reason == "cancelled":
-                self.generations_cancelled += 1
+        self._generation_started()
+        return FakeChatStream(pieces, self.gate, self._generation_done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 from dataclasses import dataclass
 
 from .prompts import CHAT_TAG, EMOTION_TAG
@@ -28,9 +29,25 @@ class Routed:
 
 
 def route(text: str, default: Mode = Mode.BOTH) -> Routed:
-    """Strip a leading #EMOTION# or #CHAT# tag (any case) and return the mode it names."""
+    """Strip a leading #EMOTION# or #CHAT# tag and return the mode it names.
+
+    Any case, and in full width too: a Chinese IME types "＃ＥＭＯＴＩＯＮ＃" or "＃EMOTION＃".
+    """
     stripped = text.lstrip()
     for tag, mode in _TAGS.items():
-        if stripped[: len(tag)].lower() == tag:
-            return Routed(mode, stripped[len(tag):].strip())
+        typed = _prefix_spelling(stripped, tag)
+        if typed is not None:
+            return Routed(mode, stripped[typed:].strip())
     return Routed(default, text.strip())
+
+
+def _prefix_spelling(text: str, tag: str) -> int | None:
+    """How many characters of text spell tag (NFKC, any case) at its start; None if they don't."""
+    spelled = ""
+    for i, char in enumerate(text[: len(tag)]):
+        spelled += unicodedata.normalize("NFKC", char).lower()
+        if not tag.startswith(spelled):
+            return None
+        if spelled == tag:
+            return i + 1
+    return None

@@ -134,6 +134,10 @@ def test_review_cannot_close_the_fence(tiny_engine, text):
     ("  #emotion#好评", Mode.EMOTION, "好评"),
     ("今天很开心", Mode.BOTH, "今天很开心"),
     ("今天 #CHAT# 很开心", Mode.BOTH, "今天 #CHAT# 很开心"),
+    ("＃EMOTION＃ 物流很快", Mode.EMOTION, "物流很快"),  # full-width, as a Chinese IME types it
+    ("＃ｃｈａｔ＃你好", Mode.CHAT, "你好"),
+    ("#EMOTIONS 好评", Mode.BOTH, "#EMOTIONS 好评"),
+    ("#CHA", Mode.BOTH, "#CHA"),
 ])
 def test_route_strips_tags(tiny_engine, text, mode, stripped):
     routed = route(text)

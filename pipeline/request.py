@@ -67,7 +67,7 @@ def prepare(model: Tokenizing, text: Any, history: Any = None, mode: Any = None,
     if tags:
         routed = route(text, mode)
         mode, text = routed.mode, routed.text
-    message = clean_text(text, what)
+    message = _not_empty(text, what)
     review_ids = message_ids = None
     if mode is not Mode.CHAT:
         review_ids = tuple(_within_limit(model, message, model.review_ids))
@@ -93,14 +93,6 @@ def check_mode(value: Any) -> Mode:
         return Mode(value)
     except ValueError:
         raise UserInputError(f'"mode" must be one of {", ".join(m.value for m in Mode)}, not {value!r}') from None
-
-
-def clean_text(text: str, what: str = "text") -> str:
-    """The text with controls removed and lone surrogates replaced; UserInputError if nothing is left."""
-    text = _clean(_string(text, what))
-    if not text.strip():
-        raise UserInputError(f"{what} is empty: type something first")
-    return text
 
 
 def check_history(history: Any) -> list[dict[str, str]]:
@@ -139,6 +131,12 @@ def _string(text: Any, what: str) -> str:
 
 def _clean(text: str) -> str:
     return _SURROGATE.sub("\ufffd", _CONTROL.sub("", text))
+
+
+def _not_empty(text: str, what: str) -> str:
+    if not text.strip():
+        raise UserInputError(f"{what} is empty: type something first")
+    return text
 
 
 def _within_limit(model: Tokenizing, text: str, encode) -> Sequence[int]:

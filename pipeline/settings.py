@@ -12,7 +12,7 @@ from . import prompts
 from .config import PROJECT_ROOT, EnvSettings, setting
 from .errors import UserInputError
 
-__all__ = ["DEFAULT_MODEL_DIR", "PROJECT_ROOT", "Settings", "cpu_quota", "markdown_table"]
+__all__ = ["DEFAULT_MODEL_DIR", "PROJECT_ROOT", "Settings", "cpu_quota"]
 
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "weights" / "Qwen1.5-0.5B-Chat"
 _SEE_PROMPTS = "see `pipeline/prompts.py`"  # the prompts are too long for a table cell
@@ -114,7 +114,3 @@ def _cgroup_quota() -> float | None:
     except (OSError, ValueError):
         return None
 
-
-def markdown_table() -> str:
-    """Settings.markdown_table(), kept for callers of the old module function."""
-    return Settings.markdown_table()

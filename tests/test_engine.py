@@ -14,7 +14,6 @@ import torch
 import pipeline
 from pipeline import LABELS, Mode, UserInputError, WeightsNotFoundError, chat_format, route
 from pipeline.chat import trim_history
-from pipeline.request import clean_text
 
 
 @pytest.mark.parametrize("text", ["这家酒店的服务很好", "质量太差了", "ok", "😄😄", "<b>html</b> & 1+1=2", "正面" * 20])
@@ -373,8 +372,8 @@ def test_user_error_is_a_value_error_with_a_plain_message(tiny_engine):
 
 
 def test_control_characters_removed_and_surrogates_replaced(tiny_engine):
-    assert clean_text("好\x00评\x07\n") == "好评\n"
-    assert clean_text("a\ud800b") == "a\ufffdb"
+    assert tiny_engine.prepare("好\x00评\x07\n", mode="emotion", tags=False).text == "好评\n"
+    assert tiny_engine.prepare("a\ud800b", mode="emotion", tags=False).text == "a\ufffdb"
     assert tiny_engine.prepare("好\x00评\x07\n").text == "好评"  # routing strips the ends too
     assert tiny_engine.classify("好\x00评\ud83d").label in LABELS
 

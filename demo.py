@@ -16,22 +16,27 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import copy  # noqa: E402
 import html  # noqa: E402
+import logging  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
-from typing import AsyncIterator, Iterator  # noqa: E402
+from typing import Any, AsyncIterator, Iterator, Literal, NamedTuple, TypedDict, get_type_hints  # noqa: E402
 
 import anyio  # noqa: E402
 import gradio as gr  # noqa: E402
 
-from gate import BUSY_MESSAGE, Answer, Busy, Cancelled, Job, ModelService  # noqa: E402
-from pipeline import LABEL_EMOJI, UNCERTAIN_EMOJI, Mode, Request, UserInputError  # noqa: E402
+from gate import Answer, Busy, Cancelled, Job, ModelService  # noqa: E402
+from pipeline import LABEL_EMOJI, LABELS, UNCERTAIN_EMOJI, Mode, Request, UserInputError  # noqa: E402
+from pipeline.messages import REFUSALS, page_text  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 TITLE = "Qwen All-in-One"
-PAGE_BUSY_MESSAGE = f"模型正忙，请稍后再试（{BUSY_MESSAGE}）"
-STOPPED = "（已停止）"
+STOPPED = page_text("stopped")
+# What a finished reply's end says when the model did not end it itself.
+ENDINGS = {"loop": page_text("looping"), "length": page_text("length")}
 
 
 # -- what the page shows ----------------------------------------------------------------------------
@@ -68,28 +73,67 @@ def _seconds(ms: float | None) -> str:
 
 
 def timing_text(answer: Answer) -> str:
-    """A message's inference times, e.g. "情感 120 ms · 回复 2.31 s（24 tokens，首字 400 ms）"."""
+    """A message's inference times, e.g. "情感 120 ms · 回复 2.31 s（48 字，首字 400 ms）"."""
     parts = []
     if answer.sentiment is not None:
         parts.append(f"情感 {_seconds(answer.sentiment.latency_ms)}")
     stream = answer.stream
     if stream is not None and stream.latency_ms is not None:
-        parts.append(f"回复 {_seconds(stream.latency_ms)}（{stream.new_tokens} tokens，"
+        parts.append(f"回复 {_seconds(stream.latency_ms)}（{len(stream.text)} 字，"
                      f"首字 {_seconds(stream.first_token_ms)}）")
     return " · ".join(parts)
 
 
-def bubble_text(mode: Mode, answer: Answer, streaming: bool = False, stopped: bool = False) -> str:
-    """The answer's chat bubble: the reply (or, sentiment only, the label), then label and times in small print."""
+def waiting_text(answer: Answer) -> str | None:
+    """What a message waiting for the model shows ("排队中，前面还有 2 条"); None when it is not waiting."""
+    if answer.ahead is None:
+        return None
+    if answer.waiting_for == "reply" and answer.ahead == 1:
+        return page_text("replying_to_others")
+    return page_text("ahead", ahead=answer.ahead)
+
+
+def bubble_text(mode: Mode, answer: Answer, streaming: bool = False, stopped: bool = False,
+                waiting: str | None = None) -> str:
+    """The answer's chat bubble: the reply (or, sentiment only, the label), then label and times in small print.
+
+    While it waits for the model the reply's place says why (`waiting`, else the answer's place in line).
+    """
     label = answer.sentiment and label_text(answer.sentiment)
+    waiting = waiting or waiting_text(answer)
     if mode is Mode.EMOTION:
-        body, notes = label or (STOPPED if stopped else "…"), [timing_text(answer)]
+        body, notes = label or waiting or (STOPPED if stopped else "…"), [timing_text(answer)]
     else:
-        reply = answer.stream.text if answer.stream is not None else ""
-        body = as_text_markdown(reply) + (" ▌" if streaming else STOPPED if stopped else "")
+        stream = answer.stream
+        reply = stream.text if stream is not None else ""
+        ending = " ▌" if streaming else STOPPED if stopped else ENDINGS.get(stream and stream.finish_reason, "")
+        body = (as_text_markdown(reply) + ending) if reply or not waiting else waiting
         notes = [label if mode is Mode.BOTH else None, timing_text(answer)]
     footer = " · ".join(n for n in notes if n)
     return f"{body or '…'}\n\n*⏱ {footer}*" if footer else body or "…"
+
+
+def excerpt(text: str, limit: int = 24) -> str:
+    """The start of a message, for naming it in little space."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sentiment_html(sentiment=None, message: str | None = None, status: str | None = None) -> str:
+    """The side box: the verdict, a bar of 正面 vs 负面, and which message it is about (or a status line)."""
+    about = f'<div class="about">「{html.escape(excerpt(message))}」</div>' if message else ""
+    if sentiment is None:
+        return f'<div class="verdict pending">{html.escape(status or "")}</div>{about}'
+    positive = sentiment.scores.get(LABELS[0], 0.0)
+    bar = (f'<div class="bar" title="{LABELS[0]} {positive:.0%} · {LABELS[1]} {1 - positive:.0%}">'
+           f'<span style="width:{positive * 100:.1f}%"></span></div>'
+           f'<div class="bar-legend"><span>{LABELS[0]} {positive:.0%}</span><span>{LABELS[1]} {1 - positive:.0%}</span></div>')
+    why = '<div class="about">褒贬参半，模型拿不准</div>' if sentiment.uncertain else ""
+    return f'<div class="verdict">{html.escape(label_text(sentiment))}</div>{bar}{why}{about}'
+
+
+IDLE_SENTIMENT = sentiment_html(status="发送消息后，这里显示它的情感")
+CHAT_ONLY_SENTIMENT = "仅对话：这条消息不判断情感"
 
 
 # -- one tab's conversation ----------------------------------------------------------------------------
@@ -149,19 +193,26 @@ class Session:
             self.display[turn.reply_index]["content"] = content
             return True
 
-    def reply_turn(self, job: Job, request: Request, service: ModelService) -> Request:
-        """Wait until the replies sent before this job's are done; the request, with their history.
+    def reply_turn(self, turn: Turn, request: Request, service: ModelService, waiting: str) -> Request:
+        """Wait until the replies sent before this turn's are done; the request, with their history.
 
-        Cancelled if the job is stopped while it waits.
+        Meanwhile the turn's bubble says `waiting` (the earlier turn's updates carry it to the page).
+        Cancelled if the turn is stopped while it waits.
         """
         with self._cond:
-            turn = next(t for t in self.turns if t.job is job)
             while any(t.request.wants_reply for t in self.turns[: self.turns.index(turn)]):
-                if job.cancelled:
+                if turn.job.cancelled:
                     raise Cancelled("stopped before its reply")
+                self.write(turn, waiting)
                 self._cond.wait()
             history = list(self.history)
         return service.with_history(request, history)
+
+    @property
+    def running(self) -> bool:
+        """Whether a turn is still waiting or running."""
+        with self._cond:
+            return bool(self.turns)
 
     def finish(self, turn: Turn, content: str, reply: str) -> None:
         """Write the turn's last words, keep its reply (whole or stopped) in the history, let the next turn go."""
@@ -198,34 +249,65 @@ class Session:
 
 # -- the page's callbacks (plain functions of the service and the session, so tests call them) --------
 
-def respond(service: ModelService, text, mode, session: Session) -> Iterator[tuple]:
+class Shown(NamedTuple):
+    """One update of the page by a Send: each output, or gr.skip() to leave it as it is."""
+
+    textbox: Any
+    chat: Any
+    sentiment: Any
+    timing: Any
+    notice: Any
+    stop: Any
+
+
+def shown(**changes) -> Shown:
+    """An update that changes only the outputs named."""
+    return Shown(**{name: changes.get(name, gr.skip()) for name in Shown._fields})
+
+
+def respond(service: ModelService, text, mode, session: Session) -> Iterator[Shown]:
     """One Send, start to end: the message shown, its label, then its reply streamed.
 
-    Yields (input box, chat, label, timing). Bad input and a full line are refused before the message
-    leaves the input box. Stop, Clear and a closed tab cancel the turn's job: the engine stops at its
+    Yields page updates (Shown). Bad input and a full line
+    are refused before the message leaves the input box: the notice under it says why, in Chinese, and
+    the chat is untouched. Stop, Clear and a closed tab cancel the turn's job: the engine stops at its
     next token and the model goes to the next in line; what was said so far stays in the chat.
     """
     job = Job()
-    with shown_to_user():
-        request = service.prepare(text, session.history, mode, what="message")
-        steps = service.run(request, job, before_reply=lambda r: session.reply_turn(job, r, service))
-    turn = session.start(request, job)
-    answer, last_words = Answer(), None
     try:
-        yield "", session.chat_value(), "…" if request.wants_label else "—", ""
+        request = service.prepare(text, session.history, mode, what="message")
+        steps = service.run(request, job, before_reply=lambda r: session.reply_turn(
+            turn, r, service, waiting=bubble_text(r.mode, answer, waiting=page_text("after_own"))))
+    except (UserInputError, Busy) as exc:
+        yield shown(notice=notice_text(exc))
+        return
+    turn = session.start(request, job)
+    answer, last_words, notice = Answer(), None, ""
+    try:
+        pending = sentiment_html(message=request.text, status="…") if request.wants_label else \
+            sentiment_html(message=request.text, status=CHAT_ONLY_SENTIMENT)
+        yield shown(textbox="", chat=session.chat_value(), sentiment=pending, timing="", notice="",
+                    stop=gr.update(interactive=True))
         for answer in steps:
             streaming = answer.stream is not None and answer.stream.finish_reason is None
             if not session.write(turn, bubble_text(request.mode, answer, streaming=streaming)):
                 break  # cleared
-            label = label_text(answer.sentiment) if answer.sentiment is not None else gr.skip()
-            yield gr.skip(), session.chat_value(), label, timing_text(answer)
+            if answer.sentiment is not None:
+                box = sentiment_html(answer.sentiment, request.text)
+            elif answer.ahead is not None:
+                box = sentiment_html(message=request.text, status=waiting_text(answer))
+            else:
+                box = gr.skip()
+            yield shown(chat=session.chat_value(), sentiment=box, timing=timing_text(answer))
         else:
             last_words = bubble_text(request.mode, answer)
     except Cancelled:
         pass
-    except UserInputError as exc:
-        last_words = f"⚠️ {as_text_markdown(str(exc))}"
-        raise user_error(exc) from None
+    except UserInputError as exc:  # the history grew past the context while the turn waited
+        last_words, notice = f"⚠️ {as_text_markdown(exc.chinese)}", notice_text(exc)
+    except Exception:  # the model failed: say so in the turn's place; the rest of the chat stays
+        log.exception("a turn failed")
+        last_words = notice = f"⚠️ {page_text('failed')}"
     finally:
         steps.close()  # ends a generation still running (a closed tab, Gradio's cancel)
         job.cancel()  # a no-op for a finished job
@@ -233,35 +315,41 @@ def respond(service: ModelService, text, mode, session: Session) -> Iterator[tup
             last_words = bubble_text(request.mode, answer, stopped=True)
         session.finish(turn, last_words, answer.stream.text if answer.stream is not None else "")
     if turn.era == session.era:
-        yield gr.skip(), session.chat_value(), gr.skip(), timing_text(answer)
+        yield shown(chat=session.chat_value(), timing=timing_text(answer), notice=notice or gr.skip(),
+                    stop=gr.update(interactive=session.running))
+
+
+def notice_text(exc: Exception) -> str:
+    """The line under the input box for a refused message, in Chinese."""
+    if isinstance(exc, Busy):
+        return f"⚠️ {REFUSALS['busy'].zh}"
+    return f"⚠️ {as_text_markdown(exc.chinese)}"
 
 
 def stop_turns(session: Session):
     """Stop: cancel the session's running and waiting turns; the chat keeps what was said so far."""
     session.cancel_all()
-    return session.chat_value()
+    return session.chat_value(), gr.update(interactive=False)
 
 
 def clear_session(session: Session):
     """Clear: stop everything and forget the conversation."""
     session.clear()
-    return [], "", "", ""
+    return [], IDLE_SENTIMENT, "", "", "", gr.update(interactive=False)
 
 
 def user_error(message) -> gr.Error:
-    """A message meant for the user, as Gradio shows it: escaped (Gradio renders it as HTML), no traceback logged."""
+    """A message for an API caller, as Gradio sends it: escaped (Gradio renders it as HTML), no traceback logged."""
     return gr.Error(html.escape(str(message), quote=False), print_exception=False)
 
 
 @contextmanager
-def shown_to_user() -> Iterator[None]:
-    """Bad input and a full line, raised in the block, as the Gradio error the user reads."""
+def api_errors() -> Iterator[None]:
+    """Bad input and a full line, raised in the block, as the Gradio error an API caller gets (in English)."""
     try:
         yield
-    except UserInputError as exc:
+    except (UserInputError, Busy) as exc:
         raise user_error(exc) from None
-    except Busy:
-        raise user_error(PAGE_BUSY_MESSAGE) from None
 
 
 # -- the named Gradio API (for gradio_client) ------------------------------------------------------------
@@ -270,11 +358,20 @@ def shown_to_user() -> Iterator[None]:
 # for the model or for the next token is abandoned, and the finally cancels the job, which ends the
 # engine's generation at its next token and gives the model to the next in line.
 
-async def sentiment_api(service: ModelService, text: str) -> dict:
+class SentimentResult(TypedDict):
+    """What /sentiment returns."""
+
+    label: Literal["正面", "负面"]
+    confidence: float
+    uncertain: bool
+    inference_time_ms: float
+
+
+async def sentiment_api(service: ModelService, text: str) -> SentimentResult:
     """The sentiment of text: {"label": "正面"|"负面", "confidence": 0..1, "uncertain": bool, "inference_time_ms": float}."""
     job = Job()
     try:
-        with shown_to_user():
+        with api_errors():
             request = service.prepare(text, mode=Mode.EMOTION, tags=False)
             answer = await anyio.to_thread.run_sync(service.answer, request, job, abandon_on_cancel=True)
     finally:
@@ -288,11 +385,11 @@ async def chat_api(service: ModelService, message: str, history: list | None = N
     """A reply to message after history ([{"role", "content"}, ...]), streamed as the text so far."""
     job = Job()
     try:
-        with shown_to_user():
+        with api_errors():
             steps = service.run(service.prepare(message, history, Mode.CHAT, what="message", tags=False), job)
         sent = None
         while (answer := await anyio.to_thread.run_sync(next, steps, None, abandon_on_cancel=True)) is not None:
-            if answer.stream.text != sent:
+            if answer.stream is not None and answer.stream.text != sent:
                 sent = answer.stream.text
                 yield sent
         if sent is None:  # the model ended its turn at once: the answer is "", not a missing one
@@ -322,15 +419,47 @@ FONT = ["-apple-system", "BlinkMacSystemFont", "Segoe UI", "PingFang SC", "Hirag
 FONT_MONO = ["SFMono-Regular", "Menlo", "Consolas", "Noto Sans Mono CJK SC", "DejaVu Sans Mono", "monospace"]
 
 CSS = """
-#sentiment textarea { font-size: 1.5rem; font-weight: 600; text-align: center; }
+#sentiment { padding: 0.75rem; border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg); }
+#sentiment:focus-visible { outline: 2px solid var(--color-accent); }
+#sentiment .verdict { font-size: 1.5rem; font-weight: 600; text-align: center; min-height: 2.2rem; }
+#sentiment .verdict.pending { font-size: 1rem; font-weight: 400; color: var(--body-text-color-subdued); }
+#sentiment .bar { height: 0.5rem; border-radius: 0.25rem; background: #e5484d; overflow: hidden; margin-top: 0.4rem; }
+#sentiment .bar span { display: block; height: 100%; background: #30a46c; }
+#sentiment .bar-legend { display: flex; justify-content: space-between; font-size: 0.8rem;
+                         color: var(--body-text-color-subdued); }
+#sentiment .about { margin-top: 0.3rem; font-size: 0.85rem; color: var(--body-text-color-subdued);
+                    text-align: center; overflow-wrap: anywhere; }
 #timing { min-height: 1.5em; color: var(--body-text-color-subdued); }
+#notice { min-height: 1.2em; color: var(--error-text-color); }
+#char-count { text-align: right; font-size: 0.8rem; color: var(--body-text-color-subdued); min-height: 1em; }
+#char-count.over { color: var(--error-text-color); font-weight: 600; }
+#stop button:disabled, #stop:disabled { opacity: 0.45; filter: grayscale(1); }
+/* Phone: mode and label above the conversation, which gets shorter so the input stays in view. */
+@media (max-width: 640px) {
+  #side { order: -1; gap: 0.5rem; }
+  #mode > span, #mode [data-testid="block-info"] { display: none; }
+  #mode .wrap { flex-wrap: nowrap; gap: 0.25rem; }
+  #mode label { padding: 0.25rem 0.4rem; font-size: 0.8rem; }
+  #sentiment { padding: 0.3rem 0.6rem; }
+  #sentiment .verdict { font-size: 1.2rem; min-height: 1.5rem; }
+  #sentiment .bar-legend { display: none; }
+  #timing, #header .hint { display: none; }
+  #chatbot { height: 300px !important; max-height: 300px; }
+  #actions { flex-wrap: nowrap; }
+  #actions > button { min-width: 0 !important; }
+  #header h2 { font-size: 1.1rem; margin: 0; }
+  #header p { font-size: 0.8rem; margin: 0.2rem 0; }
+}
 """
 
 # Gradio's Textbox sends on an Enter keypress without checking for IME composition, so the Enter
 # that confirms a Chinese IME candidate would send a half-typed message. Such key events are
 # stopped before they reach it (and kept from inserting a newline).
-IME_GUARD_JS = """
+PAGE_JS = """
 () => {
+  // Gradio's Textbox sends on an Enter keypress without checking for IME composition, so the Enter
+  // that confirms a Chinese IME candidate would send a half-typed message. Such key events are
+  // stopped before they reach it (and kept from inserting a newline).
   const guard = (event) => {
     if (event.key !== "Enter" || !(event.target instanceof Element) || !event.target.closest("#msg")) return;
     if (!event.isComposing && event.keyCode !== 229) return;
@@ -339,8 +468,69 @@ IME_GUARD_JS = """
   };
   window.addEventListener("keydown", guard, true);
   window.addEventListener("keypress", guard, true);
+
+  // The sentiment box and the notice are live regions (a screen reader reads their news), and the
+  // keyboard can reach the box.
+  const mark = () => {
+    const box = document.querySelector("#sentiment"), notice = document.querySelector("#notice");
+    if (!box || !notice) return false;
+    Object.entries({role: "status", "aria-live": "polite", tabindex: "0", "aria-label": "情感分析结果"})
+      .forEach(([k, v]) => box.setAttribute(k, v));
+    notice.setAttribute("role", "alert");
+    return true;
+  };
+  // A live count of the characters typed, from half the (approximate) limit on.
+  const count = () => {
+    const input = document.querySelector("#msg textarea"), out = document.querySelector("#char-count");
+    if (!input || !out) return;
+    const limit = Number(out.dataset.limit || 0), n = [...input.value].length;
+    const text = limit && n >= limit / 2 ? out.dataset.template.replace("{chars}", n).replace("{limit_chars}", limit) : "";
+    if (out.textContent !== text) out.textContent = text;
+    out.classList.toggle("over", limit > 0 && n > limit);
+  };
+  const start = setInterval(() => { if (mark()) clearInterval(start); }, 200);
+  document.addEventListener("input", count, true);
+  setInterval(count, 500);  // also after the page empties the box on Send
 }
 """
+
+
+SENTIMENT_API_DOC = """判断一段中文文本的情感（正面/负面）。The sentiment of one text.
+
+参数 text (str)：要判断的文本，约 1500 字以内。
+返回 (dict)：label "正面"|"负面"；confidence 0.5-1；uncertain 为 true 时褒贬参半、模型拿不准；inference_time_ms。
+不需要 Gradio 客户端时，可用 JSON 接口：POST /api/infer {"text": "...", "mode": "emotion"}。"""
+
+CHAT_API_DOC = """多轮对话：回复 message，流式返回到目前为止的回复文本 (str)。A streamed chat reply.
+
+参数 message (str)：这一轮的消息。history (list | None)：之前的对话，[{"role": "user"|"assistant", "content": str}]，最早的先丢弃以适应上下文。
+返回：逐步返回的回复文本，最后一次为完整回复。
+不需要 Gradio 客户端时，可用 JSON 接口：POST /api/infer {"text": "...", "mode": "chat", "history": [...]}。"""
+
+# Gradio's own words (buttons, footer) follow the browser's language, and its zh-CN lacks some
+# ("Copy message"): the page is Chinese whatever the browser says.
+GRADIO_WORDS = {
+    "chatbot.copy_message": "复制消息", "chatbot.copied_message": "已复制", "chatbot.clear": "清空对话",
+    "errors.use_via_api": "通过 API 使用", "errors.use_via_api_or_mcp": "通过 API 使用",
+    "common.built_with_gradio": "使用 Gradio 构建", "common.settings": "设置", "common.clear": "清除",
+}
+GRADIO_LOCALES = ["ar", "ca", "ckb", "de", "en", "es", "et", "eu", "fa", "fi", "fr", "he", "hi", "id", "ja", "ko",
+                  "lt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru", "sv", "ta", "th", "tr", "uk", "ur", "uz",
+                  "zh-CN", "zh-TW"]
+
+
+def gradio_words() -> gr.I18n:
+    """Gradio's own words in Chinese for every language a browser may ask for."""
+    return gr.I18n(**{locale: GRADIO_WORDS for locale in GRADIO_LOCALES})
+
+
+def documented_api(demo: gr.Blocks, fn, description: str) -> None:
+    """Add fn to the named API under its own name, with its types and parameter names on the API page."""
+    # demo.py's annotations are strings (PEP 563): resolved, the API page shows real types, not "Any".
+    fn.__annotations__ = get_type_hints(fn)
+    dependency = gr.api(fn, api_name=fn.__name__, api_description=description, concurrency_limit=None)
+    for component, name in zip(demo.fns[dependency["id"]].inputs, fn.__annotations__):
+        component.label = name  # instead of "the '1st' Api component"
 
 
 def theme() -> gr.themes.Base:
@@ -358,7 +548,7 @@ def build_demo(service: ModelService) -> gr.Blocks:
     def on_send(text, mode, session):
         yield from respond(service, text, mode, session)
 
-    async def sentiment(text: str) -> dict:
+    async def sentiment(text: str) -> SentimentResult:
         """The sentiment of text: {"label": "正面"|"负面", "confidence": 0..1, "uncertain": bool, "inference_time_ms": float}."""
         return await sentiment_api(service, text)
 
@@ -367,14 +557,19 @@ def build_demo(service: ModelService) -> gr.Blocks:
         async for text in chat_api(service, message, history):
             yield text
 
+    engine = service.engine
+    limit_chars = engine.max_input_chars if engine is not None else 0
+
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         # An empty Session that Gradio deep-copies for each tab (a factory would add a public /lambda API).
         session = gr.State(Session(), delete_callback=lambda s: s.cancel_all(wait_s=0))
         gr.Markdown(
             f"## 🤖 {TITLE}\n一个小模型，两种角色：先判断情感（正面/负面），再陪你聊天。"
-            "选择模式，或在消息前加 `#EMOTION#`（只判断情感）/ `#CHAT#`（只聊天）。")
-        with gr.Row():
-            with gr.Column(scale=3):
+            '<span class="hint">选择模式，或在消息前加 <code>#EMOTION#</code>（只判断情感）/ '
+            '<code>#CHAT#</code>（只聊天）。</span>'
+            f"\n\n<small>{page_text('small_model')}</small>", elem_id="header")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, elem_id="conversation"):
                 chatbot = gr.Chatbot(
                     label="对话", elem_id="chatbot", height=460, render_markdown=True, sanitize_html=True,
                     allow_tags=False, feedback_options=None, group_consecutive_messages=False,
@@ -383,29 +578,38 @@ def build_demo(service: ModelService) -> gr.Blocks:
                     show_label=False, placeholder="输入内容，回车发送（Shift+回车换行）", lines=1, max_lines=6,
                     elem_id="msg", autofocus=True, submit_btn=False)
                 with gr.Row():
+                    notice = gr.Markdown(elem_id="notice")
+                    gr.HTML(f'<div id="char-count" data-limit="{limit_chars}" '
+                            f'data-template="{html.escape(page_text("count", chars="{chars}", limit_chars="{limit_chars}"))}"></div>',
+                            padding=False)
+                with gr.Row(elem_id="actions"):
                     send = gr.Button("发送", variant="primary", elem_id="send")
-                    stop = gr.Button("停止", variant="stop", elem_id="stop")
+                    stop = gr.Button("停止", variant="stop", elem_id="stop", interactive=False)
                     clear = gr.Button("清空", elem_id="clear")
-            with gr.Column(scale=1, min_width=240):
-                mode = gr.Radio(MODES, value=Mode.BOTH.value, label="模式", elem_id="mode")
-                label = gr.Textbox(label="情感", interactive=False, elem_id="sentiment", value="",
-                                   info="😐 偏正面 / 偏负面：褒贬参半，模型拿不准")
-                timing = gr.Markdown(elem_id="timing")
                 gr.Examples(EXAMPLES, inputs=[msg], label="示例")
+                # The footer's API button is hidden on phones; this one opens the same page everywhere.
+                api_docs = gr.Button("API 说明：/sentiment、/chat，以及 JSON 接口 POST /api/infer", size="sm",
+                                     elem_id="api-docs")
+                api_docs.click(None, js="() => document.querySelector('footer .show-api')?.click()",
+                               api_visibility="private")
+            with gr.Column(scale=1, min_width=240, elem_id="side"):
+                mode = gr.Radio(MODES, value=Mode.BOTH.value, label="模式", elem_id="mode")
+                label = gr.HTML(IDLE_SENTIMENT, elem_id="sentiment", padding=False)
+                timing = gr.Markdown(elem_id="timing")
 
-        # Progress (time waiting) shows on the small label box, not over the conversation. Each Send is
-        # an event of its own ("multiple": Gradio's default drops a Send while the previous one runs).
+        # Each Send is an event of its own ("multiple": Gradio's default drops a Send while the previous
+        # one runs). The page says itself what a message waits for, so Gradio's own timer is hidden.
         sent = gr.on([msg.submit, send.click], on_send, inputs=[msg, mode, session],
-                     outputs=[msg, chatbot, label, timing], concurrency_limit=None, trigger_mode="multiple",
-                     show_progress="minimal", show_progress_on=[label], api_visibility="private")
-        stop.click(stop_turns, inputs=[session], outputs=[chatbot], queue=False, cancels=[sent],
+                     outputs=[msg, chatbot, label, timing, notice, stop], concurrency_limit=None,
+                     trigger_mode="multiple", show_progress="hidden", api_visibility="private")
+        stop.click(stop_turns, inputs=[session], outputs=[chatbot, stop], queue=False, cancels=[sent],
                    api_visibility="private")
         # The Chatbot's own trash button clears the same way as Clear (the session holds the chat).
-        gr.on([clear.click, chatbot.clear], clear_session, inputs=[session], outputs=[chatbot, label, timing, msg],
-              queue=False, cancels=[sent], api_visibility="private")
+        gr.on([clear.click, chatbot.clear], clear_session, inputs=[session],
+              outputs=[chatbot, label, timing, msg, notice, stop], queue=False, cancels=[sent], api_visibility="private")
 
-        gr.api(sentiment, api_name="sentiment", concurrency_limit=None)
-        gr.api(chat, api_name="chat", concurrency_limit=None)
+        for fn, description in ((sentiment, SENTIMENT_API_DOC), (chat, CHAT_API_DOC)):
+            documented_api(demo, fn, description)
 
     demo.queue(default_concurrency_limit=None, api_open=False)
     return demo

@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from pipeline import ChatStream, Request, Sentiment, UserInputError
+from pipeline import ChatStream, Request, Sentiment
+from pipeline.messages import REFUSALS, refusal
 from pipeline.request import prepare, with_history
 
-BUSY_MESSAGE = "busy, try again"
+BUSY_MESSAGE = REFUSALS["busy"].en
 
 
 class Busy(Exception):
@@ -69,14 +70,15 @@ class Job:
 
 
 class ModelGate:
-    """The model's one line: bounded admission, then one job at a time.
+    """The model's one line: bounded admission, then turns on the model.
 
     A job is admitted once (Busy when max_waiting jobs already wait) and may then take several turns
-    on the model (a label, then a reply). Among the jobs asking for a turn, quick ones (a label, about
-    a tenth of a reply's time) go first, then the rest, each in the order they were admitted: a label
-    waits at most for the reply that is running, not for every reply in line. A cancelled job leaves
-    at once, even while it holds the model: the engine's own lock makes the next job wait for the
-    cancelled one's last token, so no one waits for a client that is gone.
+    on the model (a label, then a reply). Quick turns (a label, a few hundred ms) go one at a time,
+    in admission order, and do not wait for a reply that is running: the engine lets them in
+    between two of its tokens (pipeline.model_lock). Replies go one at a time, after every quick turn
+    that asks, in admission order. A cancelled job leaves at once, even while it holds the model: the
+    engine's own lock makes the next job wait for the cancelled one's last token, so no one waits for a
+    client that is gone.
     """
 
     def __init__(self, max_waiting: int):
@@ -86,34 +88,32 @@ class ModelGate:
         self._cond = threading.Condition()
         self._admitted: dict[Job, int] = {}  # job -> admission number, until it leaves
         self._asking: dict[Job, bool] = {}  # job -> quick, while it waits for a turn
-        self._holder: Job | None = None
+        self._holders: dict[Job, bool] = {}  # job -> quick, while it has its turn (one of each at most)
         self._numbers = itertools.count()
 
     @property
     def waiting(self) -> int:
         """Admitted jobs that do not hold the model."""
         with self._cond:
-            return len(self._admitted) - (self._holder is not None)
+            return len(self._admitted) - len(self._holders)
 
     @property
     def busy(self) -> bool:
         """Whether a job holds the model."""
         with self._cond:
-            return self._holder is not None
+            return bool(self._holders)
 
     def ahead_of(self, job: Job) -> int | None:
-        """How many jobs will have the model before this one's turn (None if it is not asking)."""
+        """How many turns come before this job's (None if it is not asking)."""
         with self._cond:
-            if job not in self._asking:
-                return None
-            return sum(self._before(other, job) for other in self._asking) + (self._holder is not None)
+            return self._ahead(job) if job in self._asking else None
 
     def admit(self, job: Job) -> None:
         """Put job in line; Busy if max_waiting jobs already wait."""
         with self._cond:
             if job in self._admitted:
                 return
-            if self.waiting >= self.max_waiting:
+            if len(self._admitted) - len(self._holders) >= self.max_waiting:
                 raise Busy(BUSY_MESSAGE)
             self._admitted[job] = next(self._numbers)
         job.on_cancel(lambda: self.leave(job))
@@ -123,37 +123,70 @@ class ModelGate:
         with self._cond:
             self._admitted.pop(job, None)
             self._asking.pop(job, None)
-            if self._holder is job:
-                self._holder = None
+            self._holders.pop(job, None)
             self._cond.notify_all()
 
     @contextmanager
     def turn(self, job: Job, quick: bool = False) -> Iterator[None]:
         """Wait for job's turn, hold the model for the block, then hand it on; Cancelled if cancelled first."""
-        self._acquire(job, quick)
+        for _ in self.wait_for_turn(job, quick):
+            pass
         try:
             yield
         finally:
-            with self._cond:
-                if self._holder is job:
-                    self._holder = None
-                    self._cond.notify_all()
+            self.release(job)
 
-    def _acquire(self, job: Job, quick: bool) -> None:
+    def wait_for_turn(self, job: Job, quick: bool = False) -> Iterator[int]:
+        """Wait until job holds its turn, yielding how many turns come first whenever that changes.
+
+        When the generator ends, job holds the model until release(job); Cancelled if cancelled first.
+        """
         with self._cond:
             if job not in self._admitted:
                 if job.cancelled:
                     raise Cancelled("cancelled while waiting for the model")
                 raise ValueError("admit the job before its turn")
             self._asking[job] = quick
-            while not job.cancelled:
-                if self._holder is None and not any(self._before(other, job) for other in self._asking):
-                    del self._asking[job]
-                    self._holder = job
-                    return
-                self._cond.wait()
-            self._asking.pop(job, None)
-        raise Cancelled("cancelled while waiting for the model")
+            self._cond.notify_all()  # the others' count of turns ahead may have changed
+        told = None
+        try:
+            while True:
+                with self._cond:
+                    while not job.cancelled:
+                        if self._may_take(job):
+                            del self._asking[job]
+                            self._holders[job] = quick
+                            return
+                        ahead = self._ahead(job)
+                        if ahead != told:
+                            break
+                        self._cond.wait()
+                    else:
+                        raise Cancelled("cancelled while waiting for the model")
+                told = ahead
+                yield ahead
+        finally:
+            with self._cond:
+                self._asking.pop(job, None)
+
+    def release(self, job: Job) -> None:
+        """End job's turn (it stays admitted for its next one)."""
+        with self._cond:
+            if self._holders.pop(job, None) is not None:
+                self._cond.notify_all()
+
+    def _may_take(self, job: Job) -> bool:
+        quick = self._asking[job]
+        if quick:  # a reply that holds the model lets labels in between its tokens
+            return True not in self._holders.values() and not self._ahead_asking(job)
+        return not self._holders and not self._ahead_asking(job)
+
+    def _ahead(self, job: Job) -> int:
+        holders = sum(1 for quick in self._holders.values() if quick or not self._asking[job])
+        return self._ahead_asking(job) + holders
+
+    def _ahead_asking(self, job: Job) -> int:
+        return sum(self._before(other, job) for other in self._asking)
 
     def _before(self, other: Job, job: Job) -> bool:
         """Whether other (asking) goes before job (asking): quick first, then admission order."""
@@ -171,6 +204,8 @@ class Answer:
 
     sentiment: Sentiment | None = None
     stream: ChatStream | None = None
+    ahead: int | None = None  # while waiting for the model: how many turns come first
+    waiting_for: str | None = None  # while waiting: "label" or "reply"
 
     @property
     def model_ms(self) -> float | None:
@@ -198,15 +233,16 @@ class ModelService:
 
     def _engine(self):
         if self.engine is None:
-            raise UserInputError("the model is still loading; try again in a moment")
+            raise refusal("loading")
         return self.engine
 
     def run(self, request: Request, job: Job,
             before_reply: Callable[[Request], Request] | None = None) -> Iterator[Answer]:
         """Admit the job (Busy now if the line is full), then a generator that runs the request's roles.
 
-        It yields the Answer after the label, after each piece of the reply and once when the reply has
-        ended; Cancelled if the job is cancelled first. before_reply (the page's) may wait and return the
+        It yields the Answer while it waits for the model (with `ahead` set, each time that changes),
+        after the label, after each piece of the reply and once when the reply has ended; Cancelled if
+        the job is cancelled first. before_reply (the page's) may wait and return the
         request with a newer history. Closing the generator or cancelling the job ends the generation
         and frees the model; either way the job leaves the line at the end.
         """
@@ -217,22 +253,37 @@ class ModelService:
         answer = Answer()
         try:
             if request.wants_label:
-                with self.gate.turn(job, quick=True):
+                yield from self._wait(job, answer, "label")
+                try:
                     answer.sentiment = self.engine.classify(request)
+                finally:
+                    self.gate.release(job)
                 yield answer
             if request.wants_reply:
                 if before_reply is not None:
                     request = before_reply(request)
-                with self.gate.turn(job):
+                yield from self._wait(job, answer, "reply")
+                try:
                     answer.stream = job.attach(self.engine.chat(request))
                     with answer.stream:
                         for _ in answer.stream:
                             yield answer
+                finally:
+                    self.gate.release(job)
                 if answer.stream.finish_reason == "cancelled":
                     raise Cancelled("cancelled while generating")
                 yield answer
         finally:
             self.gate.leave(job)
+
+    def _wait(self, job: Job, answer: Answer, role: str) -> Iterator[Answer]:
+        """Yield the answer with the turns ahead while the job waits; it holds the model at the end."""
+        try:
+            for answer.ahead in self.gate.wait_for_turn(job, quick=role == "label"):
+                answer.waiting_for = role
+                yield answer
+        finally:
+            answer.ahead = answer.waiting_for = None
 
     def answer(self, request: Request, job: Job) -> Answer:
         """Run the request to its end (the whole reply); Cancelled if the job is cancelled first."""

@@ -99,7 +99,7 @@ class App:
         routes = list(api_router(self.service, s.api_max_body_bytes).routes) + closed_file_routes()
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
-            app_kwargs={"routes": routes}, theme=demo.theme(), css=demo.CSS, js=demo.IME_GUARD_JS,
+            app_kwargs={"routes": routes}, theme=demo.theme(), css=demo.CSS, js=demo.PAGE_JS, i18n=demo.gradio_words(),
             show_error=False, footer_links=["api", "settings"], run_history=False, enable_monitoring=False,
             ssr_mode=False, pwa=False, mcp_server=False, max_file_size="1mb", strict_cors=True)
         kwargs.update(overrides)

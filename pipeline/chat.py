@@ -20,11 +20,55 @@ class StopOnEvent(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
+class StopOnLoop(StoppingCriteria):
+    """Ends generate() once the reply's last tokens repeat one phrase over and over (`looped` says so)."""
+
+    def __init__(self, prompt_len: int, min_tokens: int):
+        self.prompt_len, self.min_tokens = prompt_len, min_tokens
+        self.looped = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        generated = input_ids.shape[1] - self.prompt_len
+        if generated >= self.min_tokens:
+            tail = input_ids[0, -min(generated, LOOP_COPIES * LOOP_MAX_PERIOD + self.min_tokens):].tolist()
+            self.looped = self.looped or repeating_period(tail, self.min_tokens) is not None
+        return torch.full((input_ids.shape[0],), self.looped, dtype=torch.bool)
+
+
+class BetweenTokens(StoppingCriteria):
+    """Calls a function after each generated token (the engine lets queued labels in there); never stops."""
+
+    def __init__(self, callback: Callable[[], None]):
+        self.callback = callback
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        self.callback()
+        return torch.zeros((input_ids.shape[0],), dtype=torch.bool)
+
+
+# A loop is one phrase of up to LOOP_MAX_PERIOD tokens repeated at least LOOP_COPIES times in a row.
+LOOP_COPIES = 4
+LOOP_MAX_PERIOD = 64
+
+
+def repeating_period(tokens: list[int], min_tokens: int) -> int | None:
+    """The period p if tokens end in a phrase of p tokens repeated over max(LOOP_COPIES * p, min_tokens) tokens."""
+    for period in range(1, LOOP_MAX_PERIOD + 1):
+        span = max(LOOP_COPIES * period, min_tokens)
+        if span > len(tokens):
+            break
+        tail = tokens[-span:]
+        if tail[period:] == tail[:-period]:
+            return period
+    return None
+
+
 class _Generation:
     """One generate() call in its own thread; holds no reference to the reader's ChatStream."""
 
-    def __init__(self, run, tokenizer, prompt_len: int, eos_ids: set[int], on_done):
+    def __init__(self, run, tokenizer, prompt_len: int, eos_ids: set[int], on_done, loop_tokens: int = 0):
         self.cancel = threading.Event()
+        self.loop = StopOnLoop(prompt_len, loop_tokens) if loop_tokens else None
         self.streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self.started = time.perf_counter()
         self.error: BaseException | None = None
@@ -37,11 +81,14 @@ class _Generation:
 
     def _run(self, run) -> None:
         try:
-            sequences = run(self.streamer, StopOnEvent(self.cancel))
+            stops = [StopOnEvent(self.cancel)] + ([self.loop] if self.loop else [])
+            sequences = run(self.streamer, stops, self.cancel)
             generated = sequences[0, self._prompt_len:].tolist()
             self.new_tokens = len(generated)
             if self.cancel.is_set():
                 self.finish_reason = "cancelled"
+            elif self.loop is not None and self.loop.looped:
+                self.finish_reason = "loop"
             elif generated and generated[-1] in self._eos_ids:
                 self.finish_reason = "stop"
             else:
@@ -60,13 +107,17 @@ class ChatStream:
 
     Stop it with cancel() (returns at once) or close() (also waits for the thread); leaving a
     `with` block closes it, and dropping the stream cancels it. After it ends: text, finish_reason
-    ("stop" at the end-of-turn token, "length" at the token limit, "cancelled", "error"),
-    new_tokens, first_token_ms and latency_ms.
+    ("stop" at the end-of-turn token, "length" at the token limit, "loop" when the reply kept
+    repeating one phrase (loop_tokens > 0: see StopOnLoop), "cancelled", "error"), new_tokens,
+    first_token_ms and latency_ms.
+
+    run(streamer, stopping_criteria, cancelled) runs generate() and returns its sequences.
     """
 
-    def __init__(self, run: Callable[[TextIteratorStreamer, StopOnEvent], torch.Tensor], tokenizer,
-                 prompt_len: int, eos_ids: set[int], on_done: Callable[[_Generation], None]):
-        self._generation = _Generation(run, tokenizer, prompt_len, eos_ids, on_done)
+    def __init__(self, run: Callable[[TextIteratorStreamer, list[StoppingCriteria], threading.Event], torch.Tensor],
+                 tokenizer, prompt_len: int, eos_ids: set[int], on_done: Callable[[_Generation], None],
+                 loop_tokens: int = 0):
+        self._generation = _Generation(run, tokenizer, prompt_len, eos_ids, on_done, loop_tokens)
         self._pieces: list[str] = []
         self.first_token_ms: float | None = None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,9 +11,10 @@ from typing import Any, Sequence
 import torch
 
 from . import chat_format, packing
-from .chat import ChatStream, GenerationCounts, trim_history
-from .errors import UserInputError
+from .chat import BetweenTokens, ChatStream, GenerationCounts, trim_history
 from .loading import load_model
+from .messages import chars_for_tokens, limit_in_chars, refusal
+from .model_lock import ModelLock
 from .request import MAX_CHARS_PER_TOKEN, Request, prepare
 from .routing import Mode
 from .sentiment import Sentiment, SentimentScorer
@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 class Engine(GenerationCounts):
     """One loaded model that classifies sentiment and chats, one call at a time.
 
-    The model runs under a single lock: on a small CPU two interleaved forwards are no faster than
-    two in a row, and the lock keeps each call's latency its own. Callers may use it from any
-    thread; a chat stream holds the lock from its first token to its last.
+    The model runs one forward at a time (pipeline.model_lock): on a small CPU two interleaved forwards
+    are no faster than two in a row. Callers may use it from any thread. A chat stream holds the model
+    from its prefill to its last token, but lets a label that is waiting run between two tokens.
     """
 
     def __init__(self, model, tokenizer, settings: Settings):
@@ -37,14 +37,14 @@ class Engine(GenerationCounts):
         self.settings = settings
         self.model_name = Path(settings.model_dir).name
         super().__init__()
-        self._lock = threading.Lock()
+        self._lock = ModelLock()
         self.context_window = int(getattr(model.config, "max_position_embeddings", 32768))
         self.generation_config = self._generation_config()
         self.eos_ids = set(self.generation_config.eos_token_id)
         # Layers are packed before the scorer caches its prefix, so the cache comes from the same
         # kernels as every request; the head after, so the scorer copies its two rows from a dense one.
         self.packed_linears = packing.pack_decoder_linears(model) if settings.pack_weights else 0
-        with self._lock:
+        with self._lock.hold():
             self.sentiment = SentimentScorer(model, tokenizer, settings.sentiment_prompt)
         if settings.pack_weights and packing.pack_output_head(model):
             self.packed_linears += 1
@@ -82,6 +82,11 @@ class Engine(GenerationCounts):
         """Longest text accepted for one role, in tokens."""
         return self.settings.max_input_tokens
 
+    @property
+    def max_input_chars(self) -> int:
+        """About how many characters of Chinese text fit max_input_tokens (the page's counter)."""
+        return chars_for_tokens(self.settings.max_input_tokens)
+
     def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text",
                 tags: bool = True) -> Request:
         """The request checked, routed and tokenized for its roles, or UserInputError (see request.prepare)."""
@@ -101,9 +106,9 @@ class Engine(GenerationCounts):
         budget = min(self.settings.history_token_budget,
                      self.context_window - self.settings.chat_max_new_tokens - len(self._chat_system_ids) - 8)
         if len(message_ids) + self._message_overhead > budget:
-            raise UserInputError(
-                f"message is too long for the context: {len(message_ids)} tokens; the limit is "
-                f"{max(0, budget - self._message_overhead)} tokens")
+            limit = max(0, budget - self._message_overhead)
+            raise refusal("too_long_for_context", tokens=len(message_ids), limit=limit, chars=len(message),
+                          limit_chars=limit_in_chars(len(message), len(message_ids), limit))
         encoded = self._newest_history_ids(history, budget)
         lens = [budget + 1 if ids is None else len(ids) + self._message_overhead for ids in encoded]
         keep_from = trim_history(lens, len(message_ids) + self._message_overhead, budget)
@@ -137,7 +142,7 @@ class Engine(GenerationCounts):
             request = self.prepare(request, mode=Mode.EMOTION, tags=False)
         if request.review_ids is None:
             raise ValueError("the request was prepared without the sentiment role")
-        with self._lock:
+        with self._lock.hold(short=True):
             started = time.perf_counter()
             log_odds = self.sentiment.question_log_odds(request.review_ids)
             latency_ms = (time.perf_counter() - started) * 1000
@@ -156,18 +161,21 @@ class Engine(GenerationCounts):
             config.max_new_tokens = max(1, min(int(max_new_tokens), self.settings.chat_max_new_tokens))
         input_ids = torch.tensor([prompt_ids])
 
-        def run(streamer, stop):
-            with self._lock:
-                if stop.event.is_set():  # cancelled while waiting for the model: skip the prefill too
+        def run(streamer, stops, cancelled):
+            with self._lock.hold():
+                if cancelled.is_set():  # cancelled while waiting for the model: skip the prefill too
                     streamer.end()
                     return input_ids
+                # After each token, labels waiting for the model run before the next one.
+                between = BetweenTokens(self._lock.let_short_calls_in)
                 with torch.inference_mode():
                     return self.model.generate(
                         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                        generation_config=config, streamer=streamer, stopping_criteria=[stop])
+                        generation_config=config, streamer=streamer, stopping_criteria=[*stops, between])
 
         self._generation_started()
-        return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done)
+        return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done,
+                          loop_tokens=self.settings.chat_stop_loop_tokens)
 
 
 def load_engine(model_dir: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any) -> Engine:

@@ -1,8 +1,18 @@
 """Errors meant for people: each carries a message that can be shown as it is."""
 
+from __future__ import annotations
+
 
 class UserInputError(ValueError):
-    """The caller's text, history or arguments cannot be served; the message says why."""
+    """The caller's text, history or arguments cannot be served; the message says why (in English).
+
+    `chinese` is the same for the page (pipeline.messages.refusal fills both); errors raised with
+    plain English (settings, CLI flags) show that.
+    """
+
+    def __init__(self, message: str, chinese: str | None = None):
+        super().__init__(message)
+        self.chinese = chinese or message
 
 
 class WeightsNotFoundError(FileNotFoundError):

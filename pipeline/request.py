@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Sequence
 
-from .errors import UserInputError
+from .messages import chars_for_tokens, limit_in_chars, refusal
 from .routing import Mode, route
 
 ROLES = ("user", "assistant")
@@ -92,7 +92,7 @@ def check_mode(value: Any) -> Mode:
     try:
         return Mode(value)
     except ValueError:
-        raise UserInputError(f'"mode" must be one of {", ".join(m.value for m in Mode)}, not {value!r}') from None
+        raise refusal("bad_mode", choices=", ".join(m.value for m in Mode), value=value) from None
 
 
 def check_history(history: Any) -> list[dict[str, str]]:
@@ -100,16 +100,16 @@ def check_history(history: Any) -> list[dict[str, str]]:
     if history is None:
         return []
     if not isinstance(history, (list, tuple)):
-        raise UserInputError(f'"history" must be a list of messages, not {json_type(history)}')
+        raise refusal("history_not_list", type=json_type(history))
     cleaned = []
     for i, message in enumerate(history):
         if not isinstance(message, dict):
-            raise UserInputError(f"history[{i}] must be an object with role and content")
+            raise refusal("history_not_object", i=i)
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
-            raise UserInputError(f"history[{i}] has role {role!r}; expected one of {', '.join(ROLES)}")
+            raise refusal("history_bad_role", i=i, role=role, roles=", ".join(ROLES))
         if not isinstance(content, str):
-            raise UserInputError(f"history[{i}].content must be a string, not {json_type(content)}")
+            raise refusal("history_not_string", i=i, type=json_type(content))
         content = _clean(content)
         if content.strip():
             cleaned.append({"role": role, "content": content})
@@ -125,7 +125,7 @@ def json_type(value: Any) -> str:
 
 def _string(text: Any, what: str) -> str:
     if not isinstance(text, str):
-        raise UserInputError(f'"{what}" must be a string, not {json_type(text)}')
+        raise refusal("not_string", what=what, type=json_type(text))
     return text
 
 
@@ -135,15 +135,16 @@ def _clean(text: str) -> str:
 
 def _not_empty(text: str, what: str) -> str:
     if not text.strip():
-        raise UserInputError(f"{what} is empty: type something first")
+        raise refusal("empty", what=what)
     return text
 
 
 def _within_limit(model: Tokenizing, text: str, encode) -> Sequence[int]:
     limit = model.max_input_tokens
     if len(text) > limit * MAX_CHARS_PER_TOKEN:  # refused before the tokenizer spends time on it
-        raise UserInputError(f"text is too long: {len(text)} characters; the limit is {limit} tokens")
+        raise refusal("too_long_unread", chars=len(text), limit=limit, limit_chars=chars_for_tokens(limit))
     ids = encode(text)
     if len(ids) > limit:
-        raise UserInputError(f"text is too long: {len(ids)} tokens; the limit is {limit} tokens")
+        raise refusal("too_long", tokens=len(ids), limit=limit, chars=len(text),
+                      limit_chars=limit_in_chars(len(text), len(ids), limit))
     return ids

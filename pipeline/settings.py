@@ -38,6 +38,10 @@ class Settings(EnvSettings):
         2048, "HISTORY_TOKEN_BUDGET",
         "Tokens of conversation (history plus the new message) sent to the model; "
         "older turns are dropped first.")
+    chat_stop_loop_tokens: int = setting(
+        48, "CHAT_STOP_LOOP_TOKENS",
+        "End a reply that repeats one phrase: once its last N tokens (and at least 4 copies of the phrase) "
+        "are the same phrase over and over. 0: never.")
     do_sample: bool | None = setting(
         None, "CHAT_DO_SAMPLE", "Sample chat replies (true) or decode greedily. Unset: the model's generation_config.")
     temperature: float | None = setting(
@@ -70,6 +74,8 @@ class Settings(EnvSettings):
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sentiment_uncertain_below is not None and not 0.5 <= self.sentiment_uncertain_below <= 1:
             raise UserInputError(f"sentiment_uncertain_below must be between 0.5 and 1, got {self.sentiment_uncertain_below}")
+        if self.chat_stop_loop_tokens < 0:
+            raise UserInputError(f"chat_stop_loop_tokens must be 0 or more, got {self.chat_stop_loop_tokens}")
         if self.threads is not None and self.threads < 1:
             raise UserInputError(f"threads must be at least 1, got {self.threads}")
         if self.history_token_budget < self.max_input_tokens:

@@ -12,8 +12,9 @@ from pipeline.chat import GenerationCounts
 class FakeChatStream:
     """Yields the reply's pieces; `gate` (if given) must be set before each piece after the first."""
 
-    def __init__(self, pieces: list[str], gate: threading.Event | None, on_done):
+    def __init__(self, pieces: list[str], gate: threading.Event | None, on_done, end_reason: str = "stop"):
         self._pieces = list(pieces)
+        self._end_reason = end_reason
         self._gate = gate
         self._on_done = on_done
         self._cancel = threading.Event()
@@ -34,7 +35,7 @@ class FakeChatStream:
             self._finish("cancelled")
             raise StopIteration
         if not self._pieces:
-            self._finish("stop")
+            self._finish(self._end_reason)
             raise StopIteration
         if self._gate is not None and self.new_tokens > 0:
             while not self._gate.wait(0.01):
@@ -61,7 +62,7 @@ class FakeChatStream:
 
     def close(self, timeout: float | None = None) -> None:
         self._cancel.set()
-        self._finish("cancelled" if self._pieces else "stop")
+        self._finish("cancelled" if self._pieces else self._end_reason)
 
     def __enter__(self):
         return self
@@ -75,19 +76,21 @@ class FakeChatStream:
 
 class FakeEngine(GenerationCounts):
     """Engine stand-in for UI tests: the real request rules with one token per character, a label from
-    keywords, a reply that echoes the message in pieces."""
+    keywords, a reply that echoes the message in pieces (ending for finish_reason: "stop", "loop", "length")."""
 
     model_name = "fake-model"
 
     def __init__(self, reply_pieces: list[str] | None = None, gate: threading.Event | None = None,
-                 max_input_chars: int = 1000, classify_gate: threading.Event | None = None):
+                 max_input_chars: int = 1000, classify_gate: threading.Event | None = None,
+                 finish_reason: str = "stop"):
         super().__init__()
         self.calls: list[tuple[str, Any]] = []
         self.reply_pieces = reply_pieces
         self.gate = gate
         self.classify_gate = classify_gate
         self.classifying = threading.Event()
-        self.max_input_tokens = max_input_chars
+        self.max_input_tokens = self.max_input_chars = max_input_chars
+        self.finish_reason = finish_reason
 
     # pipeline.request.Tokenizing, one token per character
     def message_ids(self, text: str) -> list[int]:
@@ -120,4 +123,4 @@ class FakeEngine(GenerationCounts):
         self.calls.append(("chat", (history, message)))
         pieces = self.reply_pieces if self.reply_pieces is not None else ["回复", "：", message]
         self._generation_started()
-        return FakeChatStream(pieces, self.gate, self._generation_done)
+        return FakeChatStream(pieces, self.gate, self._generation_done, self.finish_reason)

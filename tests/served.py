@@ -53,11 +53,11 @@ def collect(agen) -> list:
     return asyncio.run(run())
 
 
-def hold_model(gate) -> Job:
-    """A job that holds the model gate (as a long reply would) until it is cancelled."""
+def hold_model(gate, quick: bool = False) -> Job:
+    """A job that holds the model gate (as a long reply would, or a label if quick) until it is cancelled."""
     job = Job()
     gate.admit(job)
-    turn = gate.turn(job)
+    turn = gate.turn(job, quick)
     turn.__enter__()
     job.on_cancel(lambda: turn.__exit__(None, None, None))  # also keeps the turn alive until then
     return job

@@ -165,12 +165,13 @@ def one_slot_app(tiny_engine):
 
 @contextlib.contextmanager
 def holding_the_model(app):
-    """Hold the app's model gate as a long job would."""
-    job = hold_model(app.service.gate)
+    """Hold the app's model gate as a long reply and a label would (labels get in beside a reply alone)."""
+    jobs = [hold_model(app.service.gate), hold_model(app.service.gate, quick=True)]
     try:
         yield
     finally:
-        job.cancel()
+        for job in jobs:
+            job.cancel()
 
 
 def test_infer_says_busy_when_too_many_requests_wait(one_slot_app):

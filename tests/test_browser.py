@@ -51,7 +51,8 @@ def open_app(page, app) -> None:
 
 
 def label(page) -> str:
-    return page.input_value("#sentiment textarea")
+    """The sentiment box's headline: the label, or what it waits for."""
+    return page.inner_text("#sentiment .verdict").strip()
 
 
 def chat_text(page) -> str:
@@ -153,8 +154,10 @@ def test_the_reply_streams_and_stop_frees_the_engine(page):
         assert "<b>不是粗体</b>" in chat_text(page)  # the user's HTML is shown as text
         assert page.locator("#chatbot b", has_text="不是粗体").count() == 0
 
+        assert page.locator("#stop").is_enabled()  # something runs: Stop works
         page.click("#stop")
         wait_until(lambda: engine.generations_cancelled == 1, what="the engine to cancel")
+        page.wait_for_function("document.querySelector('#stop').disabled")  # nothing runs: Stop is off
         assert engine.active_generations == 0
         page.wait_for_function("document.querySelector('#chatbot').innerText.includes('（已停止）')")
         assert "第二段" not in chat_text(page)
@@ -165,16 +168,16 @@ def test_the_reply_streams_and_stop_frees_the_engine(page):
         page.wait_for_function("document.querySelector('#chatbot').innerText.includes('第二段。')")
         page.click("#clear")
         page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('再来一次')")
-        assert label(page) == ""
+        assert label(page) == "发送消息后，这里显示它的情感"
 
 
 def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
-    """Also: an empty message is refused with the engine's reason."""
+    """Also: an empty message is refused with the reason in Chinese."""
     engine = FakeEngine()
     with serve(engine) as app:
         open_app(page, app)
-        page.press("#msg textarea", "Enter")  # nothing typed: the engine's reason shows as an error
-        page.get_by_text("empty: type something first").wait_for()
+        page.press("#msg textarea", "Enter")  # nothing typed: the reason shows under the input
+        page.wait_for_function("document.querySelector('#notice').innerText.includes('请先输入内容再发送')")
         page.click("#msg textarea")
         page.keyboard.type("今天")
         cdp = page.context.new_cdp_session(page)
@@ -205,7 +208,7 @@ def test_a_full_queue_tells_the_user_to_try_again(page):
 
         page.fill("#msg textarea", "在吗？")
         page.press("#msg textarea", "Enter")
-        page.get_by_text(re.compile("busy", re.I)).first.wait_for()
+        page.wait_for_function("document.querySelector('#notice').innerText.includes('模型正忙，请稍后再试')")
         assert page.input_value("#msg textarea") == "在吗？"  # nothing lost: Enter again later
 
         hold.set()
@@ -213,3 +216,119 @@ def test_a_full_queue_tells_the_user_to_try_again(page):
         waiting.result(timeout=30)
         page.press("#msg textarea", "Enter")
         wait_until(lambda: label(page) == "😄 正面 90%", what="the label once the model is free")
+
+
+def test_a_refused_message_leaves_the_chat_and_the_text_and_says_why_in_chinese(page):
+    """Issue 13: an over-long or empty message turned the chat white under a red badge, in English and tokens."""
+    with serve(FakeEngine(max_input_chars=1000)) as app:
+        open_app(page, app)
+        page.fill("#msg textarea", "第一句：你好")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：第一句：你好')")
+        too_long = "长" * 3000
+        page.fill("#msg textarea", too_long)
+        page.wait_for_function("document.querySelector('#char-count').innerText === '3000 / 约 1000 字'")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#notice').innerText.includes('内容过长：约 3000 字，上限约 1000 字')")
+        assert page.input_value("#msg textarea") == too_long  # the text stays, to be shortened
+        for refused in (too_long, ""):
+            page.fill("#msg textarea", refused)
+            page.click("#send")
+            page.wait_for_timeout(300)  # what the page would do next, if it did anything
+            assert "第一句：你好" in chat_text(page) and "回复：第一句：你好" in chat_text(page)
+            assert page.locator("#chatbot").is_visible() and "错误" not in page.inner_text("body")
+        page.wait_for_function("document.querySelector('#notice').innerText.includes('请先输入内容再发送')")
+        page.fill("#msg textarea", "第二句")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：第二句')")
+        assert page.inner_text("#notice").strip() == ""  # a good message clears the notice
+
+
+def test_a_second_tab_sees_the_chinese_waiting_notice_then_its_reply(page, browser):
+    """Issue 13: a message waiting behind another tab's long reply showed only "…" and "queue: 1/1"."""
+    gate = threading.Event()
+    engine = FakeEngine(gate=gate, reply_pieces=["很长", "的回复", "。"])
+    with serve(engine) as app:
+        open_app(page, app)
+        page.get_by_label("仅对话").check()
+        page.fill("#msg textarea", "讲个长故事")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长 ▌')")
+        other = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN").new_page()
+        try:
+            open_app(other, app)
+            other.fill("#msg textarea", "在吗？")
+            other.press("#msg textarea", "Enter")
+            other.wait_for_function(
+                "document.querySelector('#chatbot').innerText.includes('模型正在回复其他消息')")
+            assert label(other) == "😄 正面 90%"  # its label did not wait for the other tab's reply
+            gate.set()
+            other.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长的回复。')")
+            assert "模型正在回复其他消息" not in chat_text(other)
+        finally:
+            other.context.close()
+
+
+def test_full_width_tags_typed_with_a_chinese_ime_route(page):
+    engine = FakeEngine()
+    with serve(engine) as app:
+        open_app(page, app)
+        page.fill("#msg textarea", " ＃ＥＭＯＴＩＯＮ＃ 质量很差，用了两天就坏了")
+        page.press("#msg textarea", "Enter")
+        wait_until(lambda: label(page) == "😞 负面 90%", what="the label")
+        page.fill("#msg textarea", "＃CHAT＃你好")
+        page.press("#msg textarea", "Enter")
+        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：你好')")
+        assert [name for name, _ in engine.calls] == ["classify", "chat"]
+        assert "ＥＭＯＴＩＯＮ" not in chat_text(page) and "＃CHAT＃" not in chat_text(page)
+
+
+def test_on_a_phone_the_mode_and_the_label_show_without_scrolling(browser):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True,
+                                  has_touch=True, device_scale_factor=2)
+    page = context.new_page()
+    try:
+        with serve(FakeEngine()) as app:
+            open_app(page, app)
+            page.fill("#msg textarea", "物流很快，五星好评！")
+            page.click("#send")
+            wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
+            page.evaluate("window.scrollTo(0, 0)")
+            for element in ("#mode", "#sentiment", "#msg textarea", "#send"):
+                box = page.locator(element).bounding_box()
+                assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, (element, box)
+            assert page.locator("#api-docs").is_visible()  # the footer hides its API link on phones
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
+    finally:
+        context.close()
+
+
+def test_the_label_names_its_message_and_is_announced(page):
+    with serve(FakeEngine()) as app:
+        open_app(page, app)
+        page.wait_for_function("document.querySelector('#sentiment').getAttribute('aria-live') === 'polite'")
+        assert page.get_attribute("#sentiment", "tabindex") == "0"  # the keyboard reaches it
+        assert page.get_attribute("#notice", "role") == "alert"
+        page.fill("#msg textarea", "还行吧，就是物流有点差")
+        page.press("#msg textarea", "Enter")
+        wait_until(lambda: label(page) == "😐 偏负面 58%", what="the uncertain label")
+        assert "「还行吧，就是物流有点差」" in page.inner_text("#sentiment")
+        assert "褒贬参半" in page.inner_text("#sentiment")
+
+
+def test_gradio_s_own_words_are_chinese_whatever_the_browser_language(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    page = context.new_page()
+    try:
+        with serve(FakeEngine()) as app:
+            open_app(page, app)
+            page.fill("#msg textarea", "你好")
+            page.press("#msg textarea", "Enter")
+            page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：你好')")
+            labels = page.eval_on_selector_all(
+                "#chatbot button", "els => els.map(e => e.getAttribute('aria-label') || e.title || '')")
+            assert "复制消息" in labels and not [text for text in labels if "Copy" in text], labels
+            assert "通过 API 使用" in page.inner_text("footer")
+    finally:
+        context.close()

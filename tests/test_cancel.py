@@ -132,7 +132,7 @@ def test_stop_in_the_page_ends_the_generation(app, engine):
         consumer.start()
         wait_until(lambda: generating(engine, paced) and len(consumer.updates) > 1, what="the streamed reply")
         started = time.monotonic()
-        chat = stop_turns(session)
+        chat, _ = stop_turns(session)
         wait_cancelled(engine, cancelled, started, "Stop in the page")
         consumer.join(20)
         assert not consumer.is_alive() and consumer.error is None

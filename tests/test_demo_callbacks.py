@@ -3,16 +3,19 @@ Stop, Clear, sessions, ordering between messages, errors, and the named API."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import threading
 
 import gradio as gr
 import pytest
 
 import demo
-from demo import Session, clear_session, respond, stop_turns
+from demo import CHAT_ONLY_SENTIMENT, IDLE_SENTIMENT, Session, clear_session, respond, stop_turns
 from gate import Job, ModelService
 from pipeline import LABELS, Mode
+from pipeline.messages import REFUSALS
 from tests.fakes import FakeEngine
 from tests.served import Consumer, collect, hold_model, wait_until
 
@@ -28,13 +31,18 @@ def send(service, session, text, mode="both") -> list[tuple]:
     return list(respond(service, text, mode, session))
 
 
+def verdict(box: str) -> str:
+    """The headline of the sentiment box's HTML: the label, or the status line before it comes."""
+    return html.unescape(re.search(r'<div class="verdict[^"]*">(.*?)</div>', box).group(1))
+
+
 def shown_labels(updates) -> list[str]:
-    """What the label box showed, in order (updates that left it alone skipped)."""
-    return [label for _, _, label, _ in updates if not isinstance(label, NO_CHANGE)]
+    """What the sentiment box's headline showed, in order (updates that left it alone skipped)."""
+    return [verdict(u.sentiment) for u in updates if not isinstance(u.sentiment, NO_CHANGE)]
 
 
 def chats(updates) -> list[list[dict]]:
-    return [chat for _, chat, _, _ in updates if not isinstance(chat, NO_CHANGE)]
+    return [u.chat for u in updates if not isinstance(u.chat, NO_CHANGE)]
 
 
 def chat_calls(engine):
@@ -63,10 +71,11 @@ def test_every_update_of_a_sentiment_only_message_keeps_the_whole_chat():
 
 def test_send_shows_the_message_and_clears_the_input_before_any_model_work():
     engine, session = FakeEngine(), Session()
-    textbox, chat, label, timing = next(respond(service_for(engine), "今天很开心", "both", session))
-    assert textbox == ""
-    assert chat == [{"role": "user", "content": "今天很开心"}, {"role": "assistant", "content": "…"}]
-    assert label == "…"
+    first = next(respond(service_for(engine), "今天很开心", "both", session))
+    assert first.textbox == "" and first.notice == ""
+    assert first.chat == [{"role": "user", "content": "今天很开心"}, {"role": "assistant", "content": "…"}]
+    assert verdict(first.sentiment) == "…" and "「今天很开心」" in first.sentiment  # it names its message
+    assert first.stop["interactive"] is True  # Stop works while something runs
     assert engine.calls == []
 
 
@@ -74,15 +83,17 @@ def test_the_label_comes_first_then_the_reply():
     engine, session = FakeEngine(reply_pieces=["好", "的"]), Session()
     steps = respond(service_for(engine), "今天很开心", "both", session)
     next(steps)
-    _, chat, label, timing = next(steps)
-    assert label == "😄 正面 90%" and "情感" in timing
+    labelled = next(steps)
+    assert verdict(labelled.sentiment) == "😄 正面 90%" and "情感" in labelled.timing
+    assert 'style="width:90.0%"' in labelled.sentiment  # the bar: 正面 90%
     assert [name for name, _ in engine.calls] == ["classify"]  # no chat yet
-    assert "😄 正面 90%" in chat[-1]["content"]
+    assert "😄 正面 90%" in labelled.chat[-1]["content"]
     updates = list(steps)
     assert [name for name, _ in engine.calls] == ["classify", "chat"]
-    _, final_chat, _, final_timing = updates[-1]
-    assert final_chat[-1]["content"].startswith("好的")
-    assert "回复" in final_timing and "2 tokens" in final_timing
+    final = updates[-1]
+    assert final.chat[-1]["content"].startswith("好的")
+    assert "回复" in final.timing and "（2 字" in final.timing  # characters, not tokens
+    assert final.stop["interactive"] is False  # nothing runs any more
 
 
 def test_the_reply_streams_piece_by_piece():
@@ -104,10 +115,10 @@ def test_stop_ends_generation_in_the_engine_and_keeps_the_partial_reply():
                what="the first streamed piece")
     assert service.gate.busy
 
-    chat = stop_turns(session)
+    chat, stop = stop_turns(session)
 
     consumer.join(10)
-    assert consumer.error is None
+    assert consumer.error is None and stop["interactive"] is False
     assert engine.generations_cancelled == 1 and engine.active_generations == 0
     assert not service.gate.busy and service.gate.waiting == 0  # the model is free for the next job
     assert chat[-1]["content"].startswith("一（已停止）")
@@ -117,17 +128,18 @@ def test_stop_ends_generation_in_the_engine_and_keeps_the_partial_reply():
 def test_stop_while_waiting_for_the_model_leaves_the_line_and_runs_nothing():
     engine, session = FakeEngine(), Session()
     service = service_for(engine)
-    other = hold_model(service.gate)
+    others = [hold_model(service.gate), hold_model(service.gate, quick=True)]  # a reply and a label run
     consumer = Consumer(respond(service, "你好", "both", session))
     consumer.start()
     wait_until(lambda: service.gate.ahead_of(session.turns[0].job) == 1 if session.turns else False,
                what="the message to wait for the model")
-    chat = stop_turns(session)
+    chat, _ = stop_turns(session)
     consumer.join(10)
     assert consumer.error is None and engine.calls == []
-    assert service.gate.waiting == 0 and service.gate.busy  # only the other job is left
+    assert service.gate.waiting == 0 and service.gate.busy  # only the other jobs are left
     assert chat[-1]["content"] == "（已停止）"
-    other.cancel()
+    for other in others:
+        other.cancel()
     assert not service.gate.busy
 
 
@@ -140,7 +152,7 @@ def test_stop_after_the_label_keeps_it_and_marks_the_reply_stopped():
     consumer = Consumer(steps)
     consumer.start()
     wait_until(lambda: service.gate.ahead_of(session.turns[0].job) == 1, what="the reply to wait")
-    chat = stop_turns(session)
+    chat, _ = stop_turns(session)
     consumer.join(10)
     assert chat[-1]["content"].startswith("（已停止）") and "😄 正面 90%" in chat[-1]["content"]
     assert chat_calls(engine) == [] and session.history == []
@@ -158,7 +170,8 @@ def test_clear_stops_the_reply_and_empties_the_conversation():
     consumer.start()
     wait_until(lambda: engine.active_generations == 1, what="the second reply to start")
 
-    assert clear_session(session) == ([], "", "", "")
+    chat, box, timing, textbox, notice, stop = clear_session(session)
+    assert (chat, box, timing, textbox, notice, stop["interactive"]) == ([], IDLE_SENTIMENT, "", "", "", False)
 
     consumer.join(10)
     assert engine.generations_cancelled == 1 and engine.active_generations == 0
@@ -210,10 +223,12 @@ def test_a_message_sent_while_a_reply_streams_is_answered_and_nothing_is_lost(te
 
 @pytest.mark.parametrize("mode, text, roles, label, answer", [
     ("emotion", "这家店太差了", ["classify"], "😞 负面 90%", "😞 负面 90%"),
-    ("chat", "这家店太差了", ["chat"], "—", "回复：这家店太差了"),
+    ("chat", "这家店太差了", ["chat"], CHAT_ONLY_SENTIMENT, "回复：这家店太差了"),
     ("both", "#EMOTION# 这家店太差了", ["classify"], "😞 负面 90%", "😞 负面 90%"),
-    ("both", "#CHAT# 这家店太差了", ["chat"], "—", "回复：这家店太差了"),
-    ("emotion", "#chat# 这家店太差了", ["chat"], "—", "回复：这家店太差了"),
+    ("both", "#CHAT# 这家店太差了", ["chat"], CHAT_ONLY_SENTIMENT, "回复：这家店太差了"),
+    ("emotion", "#chat# 这家店太差了", ["chat"], CHAT_ONLY_SENTIMENT, "回复：这家店太差了"),
+    ("chat", "＃ＥＭＯＴＩＯＮ＃ 这家店太差了", ["classify"], "😞 负面 90%", "😞 负面 90%"),  # a Chinese IME's tag
+    ("both", "  ＃CHAT＃这家店太差了", ["chat"], CHAT_ONLY_SENTIMENT, "回复：这家店太差了"),  # leading spaces
 ])
 def test_the_mode_switch_and_typed_tags_pick_the_roles(mode, text, roles, label, answer):
     engine, session = FakeEngine(), Session()
@@ -224,18 +239,27 @@ def test_the_mode_switch_and_typed_tags_pick_the_roles(mode, text, roles, label,
     assert session.display[0]["content"] == "这家店太差了"  # the tag is not shown as part of the text
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("   ", "empty"),
-    ("#EMOTION#", "empty"),
-    ("长" * 1001, "too long"),
-    (None, "must be a string"),
+@pytest.mark.parametrize("text, notice", [
+    ("", "请先输入内容再发送"),
+    ("   ", "请先输入内容再发送"),
+    ("#EMOTION#", "请先输入内容再发送"),
+    ("长" * 1001, "内容过长：约 1001 字，上限约 1000 字，请删减后再发"),
+    ("长" * 20000, "内容过长：约 20000 字，上限约 1500 字，请删减后再发"),  # refused before tokenizing
+    (None, "内容必须是文字"),
 ])
-def test_bad_input_is_a_gradio_error_before_the_message_leaves_the_input(text, message):
+def test_bad_input_is_a_chinese_notice_and_the_chat_and_the_input_stay(text, notice):
     engine, session = FakeEngine(max_input_chars=1000), Session()
-    with pytest.raises(gr.Error, match=message):
-        send(service_for(engine), session, text)
-    assert session.display == [] and session.turns == [] and engine.calls == []
+    service = service_for(engine)
+    send(service, session, "第一句")
+    updates = send(service, session, text)
+    assert updates == [demo.shown(notice=f"⚠️ {notice}")]  # nothing else changes: the chat, the input
+    assert len(session.display) == 2 and session.turns == [] and len(engine.calls) == 2
+
+
+def test_a_good_message_clears_the_notice_of_a_bad_one():
+    session, service = Session(), service_for(FakeEngine())
+    assert send(service, session, " ")[0].notice.startswith("⚠️")
+    assert send(service, session, "你好")[0].notice == ""
 
 
 def test_a_full_line_is_refused_before_the_message_leaves_the_input():
@@ -243,31 +267,61 @@ def test_a_full_line_is_refused_before_the_message_leaves_the_input():
     service = service_for(engine, max_waiting=1)
     other, waiting = hold_model(service.gate), Job()
     service.gate.admit(waiting)
-    with pytest.raises(gr.Error, match="busy, try again"):
-        send(service, session, "你好")
+    assert send(service, session, "你好") == [demo.shown(notice=f"⚠️ {REFUSALS['busy'].zh}")]
     assert session.display == [] and engine.calls == [] and service.gate.waiting == 1
     other.cancel(), waiting.cancel()
 
 
-def test_an_engine_failure_ends_the_turn_and_frees_the_model():
+def test_an_engine_failure_ends_the_turn_in_its_place_and_frees_the_model():
     engine, session = FakeEngine(), Session()
     service = service_for(engine)
+    send(service, session, "第一句")
 
     def broken(request, max_new_tokens=None):
         raise RuntimeError("out of memory")
 
-    engine.chat = broken
-    with pytest.raises(RuntimeError):
-        send(service, session, "你好")
+    engine.chat, chat = broken, engine.chat
+    updates = send(service, session, "你好")
+    assert updates[-1].notice.startswith("⚠️ 出错了")
     assert session.turns == [] and not service.gate.busy and service.gate.waiting == 0
-    assert session.display[-1]["content"].startswith("（已停止）")
+    assert [m["content"].split("\n")[0] for m in session.display] == ["第一句", "回复：第一句", "你好", "⚠️ 出错了：模型没能回答这条消息，请再试一次"]
+    engine.chat = chat
     send(service, session, "#EMOTION# 很好")  # and the page still serves
     assert "正面" in session.display[-1]["content"]
 
 
 def test_the_page_says_when_the_model_is_still_loading():
-    with pytest.raises(gr.Error, match="still loading"):
-        send(ModelService(None, 4), Session(), "你好")
+    assert send(ModelService(None, 4), Session(), "你好") == [demo.shown(notice="⚠️ 模型还在加载，请稍等片刻再试")]
+
+
+def test_a_waiting_message_says_how_many_come_first_then_that_the_model_answers_someone_else():
+    engine, session = FakeEngine(), Session()
+    service = service_for(engine)
+    reply, label = hold_model(service.gate), hold_model(service.gate, quick=True)
+    steps = respond(service, "你好", "chat", session)
+    assert next(steps).chat[-1]["content"] == "…"  # shown at once, before it asks for the model
+    assert next(steps).chat[-1]["content"] == "排队中，前面还有 2 条"
+    label.cancel()
+    assert next(steps).chat[-1]["content"] == "模型正在回复其他消息，马上轮到你…"
+    reply.cancel()
+    assert list(steps)[-1].chat[-1]["content"].startswith("回复：你好")
+
+
+def test_a_label_in_line_says_so_in_the_sentiment_box():
+    engine, session = FakeEngine(), Session()
+    service = service_for(engine)
+    running_label = hold_model(service.gate, quick=True)
+    steps = respond(service, "很好", "emotion", session)
+    next(steps)
+    assert verdict(next(steps).sentiment) == "排队中，前面还有 1 条"
+    running_label.cancel()
+    assert shown_labels(list(steps)) == ["😄 正面 90%"]
+
+
+def test_a_reply_that_loops_is_marked_as_cut_short():
+    engine, session = FakeEngine(reply_pieces=["好的"], finish_reason="loop"), Session()
+    send(service_for(engine), session, "你好", "chat")
+    assert session.display[-1]["content"].startswith("好的（回复开始重复同一句话，已截断）")
 
 
 def test_html_typed_by_the_user_is_shown_as_text():

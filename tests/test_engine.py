@@ -458,7 +458,7 @@ def test_loads_bf16_checkpoint_as_fp32(tiny_model_dir, tmp_path):
 
 
 def test_chat_cancelled_while_waiting_for_the_model_never_runs(tiny_engine):
-    with tiny_engine._lock:  # the model is busy with someone else
+    with tiny_engine._lock.hold():  # the model is busy with someone else
         stream = reply(tiny_engine, "你好")
         stream.cancel()
     assert list(stream) == []

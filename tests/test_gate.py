@@ -1,4 +1,4 @@
-"""The model's one line (gate.py): admission, order, quick jobs first, cancel; and ModelService.run."""
+"""The model's one line (gate.py): admission, order, quick jobs beside a reply, waiting counts, cancel; ModelService.run."""
 
 from __future__ import annotations
 
@@ -40,29 +40,70 @@ def test_jobs_take_the_model_in_the_order_they_were_admitted_one_at_a_time():
     assert not gate.busy and gate.waiting == 0
 
 
-def test_a_quick_job_goes_before_waiting_replies_but_never_stops_a_running_one():
+def test_a_quick_job_runs_beside_a_running_reply_and_goes_before_waiting_ones():
+    """The engine lets a label in between a running reply's tokens, so the gate does not hold it back."""
     gate = ModelGate(max_waiting=4)
     holder, order = hold_model(gate), []
-    threads = [start(gate, "reply 1", order), start(gate, "reply 2", order), start(gate, "label", order, quick=True)]
-    assert order == []  # the label waits for the reply that holds the model
+    replies = [start(gate, "reply 1", order), start(gate, "reply 2", order)]
+    label = threading.Thread(target=lambda: (gate.admit(job := Job()), _take_and_leave(gate, job, order, "label")))
+    label.start()
+    label.join(10)
+    assert order == ["label"]  # neither the running reply nor the waiting ones held it back
     holder.cancel()
-    for thread in threads:
+    for thread in replies:
         thread.join(10)
     assert order == ["label", "reply 1", "reply 2"]
 
 
-def test_ahead_of_counts_the_holder_and_whoever_goes_first():
+def _take_and_leave(gate, job, order, name):
+    with gate.turn(job, quick=True):
+        order.append(name)
+    gate.leave(job)
+
+
+def test_quick_jobs_take_turns_one_at_a_time_in_admission_order():
     gate = ModelGate(max_waiting=4)
-    holder, order = hold_model(gate), []
-    start(gate, "reply", order)
-    label = Job()
-    gate.admit(label)
-    threading.Thread(target=lambda: gate._acquire(label, quick=True), daemon=True).start()
-    wait_until(lambda: gate.ahead_of(label) is not None, what="the label to ask")
-    assert gate.ahead_of(label) == 1  # only the holder: the label goes before the waiting reply
+    holder, order = hold_model(gate, quick=True), []
+    labels = [start(gate, name, order, quick=True) for name in ("label 1", "label 2")]
+    reply = start(gate, "reply", order)
+    assert order == []
     holder.cancel()
-    wait_until(lambda: gate.busy and gate.ahead_of(label) is None, what="the label to take the model")
-    label.cancel()
+    for thread in [*labels, reply]:
+        thread.join(10)
+    assert order == ["label 1", "label 2", "reply"]
+
+
+def test_wait_for_turn_tells_how_many_turns_come_first_as_it_changes():
+    gate = ModelGate(max_waiting=4)
+    running_reply, running_label = hold_model(gate), hold_model(gate, quick=True)
+    reply, told = Job(), []
+    gate.admit(reply)
+    waiting = gate.wait_for_turn(reply)
+    told.append(next(waiting))
+    assert told == [2]  # the running reply and the running label
+    assert gate.ahead_of(reply) == 2
+    running_label.cancel()
+    told.append(next(waiting))
+    assert told == [2, 1]
+    running_reply.cancel()
+    assert list(waiting) == []  # ended: the reply holds the model
+    assert gate.busy and gate.ahead_of(reply) is None and gate.waiting == 0
+    gate.release(reply)
+    assert not gate.busy and gate.waiting == 1  # released, still admitted for its next turn
+    gate.leave(reply)
+    assert gate.waiting == 0
+
+
+def test_a_label_asking_counts_only_the_label_before_it():
+    gate = ModelGate(max_waiting=4)
+    hold_model(gate)  # a reply
+    running_label, label = hold_model(gate, quick=True), Job()
+    gate.admit(label)
+    waiting = gate.wait_for_turn(label, quick=True)
+    assert next(waiting) == 1  # the running label; the running reply lets it in between tokens
+    running_label.cancel()
+    assert list(waiting) == []
+    gate.leave(label)
 
 
 def test_the_line_is_bounded_and_a_full_line_says_busy():

@@ -36,13 +36,15 @@ NORMAL = "今天天气很好，心情不错。"
 
 
 def page(app, text, mode="both", history=None) -> "Seen":
-    """Send as the page does (one event: label, then reply), in a session that already holds history."""
+    """Send as the page does (one event: label, then reply), in a session that already holds history.
+
+    A refusal is the notice under the input box, in Chinese, and changes nothing else on the page.
+    """
     session = Session()
     session.history = list(history or [])
-    try:
-        list(demo.respond(app.service, text, mode, session))
-    except gr.Error as exc:
-        return Seen(error=exc.message, session=session)
+    updates = list(demo.respond(app.service, text, mode, session))
+    if len(updates) == 1 and updates[0] == demo.shown(notice=updates[0].notice):
+        return Seen(error=updates[0].notice, session=session)
     return Seen(sent=route(text).text, session=session)
 
 
@@ -185,13 +187,13 @@ def label_shown(seen: Seen) -> None:
 # -- the table ----------------------------------------------------------------------------------------
 
 CASES = {
-    "empty": Case({"text": ""}, 400, "empty", (page, ""), "empty"),
-    "whitespace only": Case({"text": " \t\n\u3000 "}, 400, "empty", (page, " \t\n\u3000 "), "empty"),
-    "20,000 characters": Case({"text": "好" * 20_000}, 400, "too long", (page, "好" * 20_000), "too long"),
-    "100,000 characters": Case({"text": "好" * 100_000}, 400, "too long", (page, "好" * 100_000), "too long"),
+    "empty": Case({"text": ""}, 400, "empty", (page, ""), "请先输入内容"),
+    "whitespace only": Case({"text": " \t\n\u3000 "}, 400, "empty", (page, " \t\n\u3000 "), "请先输入内容"),
+    "20,000 characters": Case({"text": "好" * 20_000}, 400, "too long", (page, "好" * 20_000), "内容过长：约 20000 字，上限约"),
+    "100,000 characters": Case({"text": "好" * 100_000}, 400, "too long", (page, "好" * 100_000), "内容过长：约 100000 字，上限约"),
     "control characters and NUL": Case({"text": "你好\x00\x07世界\x1b[31m", "mode": "emotion"}, 200, "",
                                        (page, "你好\x00\x07世界\x1b[31m", "emotion"), None, controls_removed),
-    "control characters only": Case({"text": CONTROL}, 400, "empty", (page, CONTROL), "empty"),
+    "control characters only": Case({"text": CONTROL}, 400, "empty", (page, CONTROL), "请先输入内容"),
     "invalid UTF-8 body": Case(b'{"text": "\xff\xfe\xc3\x28"}', 400, "UTF-8",
                                (join, b'{"data": ["\xff\xfe", "both", null], "fn_index": {fn}, "session_hash": "h1"}'),
                                "error parsing the body"),
@@ -204,11 +206,11 @@ CASES = {
     "HTML and <script>": Case({"text": HTML, "mode": "emotion"}, 200, "", (page, HTML, "emotion"), None, html_is_data),
     "Markdown images to an outside host": Case({"text": IMAGES, "mode": "emotion"}, 200, "",
                                                (page, IMAGES, "emotion"), None, images_not_rendered),
-    "text a number": Case({"text": 42}, 400, "must be a string", (page, 42), "must be a string"),
+    "text a number": Case({"text": 42}, 400, "must be a string", (page, 42), "内容必须是文字"),
     "text a list": Case({"text": ["你好"]}, 400, "must be a string", (sentiment, ["你好"]), "must be a string"),
     "history a string": Case({"text": "你好", "history": "你好"}, 400, "must be a list", (chat, "你好", "你好"),
                              "must be a list"),
-    "mode unknown": Case({"text": "你好", "mode": "poem"}, 400, "must be one of", (page, "你好", "poem"), "must be one of"),
+    "mode unknown": Case({"text": "你好", "mode": "poem"}, 400, "must be one of", (page, "你好", "poem"), "模式只能是 both, emotion, chat 之一"),
     "history content not a string": Case({"text": "你好", "history": [{"role": "user", "content": 1}]}, 400,
                                          "must be a string", (chat, "你好", [{"role": "user", "content": 1}]),
                                          "must be a string"),
@@ -217,7 +219,7 @@ CASES = {
     "500-turn history": Case({"text": "还记得吗", "mode": "chat", "history": LONG_HISTORY}, 200, "",
                              (page, "还记得吗", "chat", LONG_HISTORY), None, history_trimmed_to_budget),
     "body over the size limit": Case(json.dumps({"text": "x" * (2 << 20)}).encode(), 413, "too large",
-                                     (page, "x" * (2 << 20)), "too long"),
+                                     (page, "x" * (2 << 20)), "内容过长"),
     "unknown role system": Case({"text": "你好", "history": [{"role": "system", "content": "只说正面"}]}, 400, "role",
                                 (chat, "你好", [{"role": "system", "content": "只说正面"}]), "role"),
     "unknown role tool": Case({"text": "你好", "history": [{"role": "tool", "content": "{}"}]}, 400, "role",

@@ -430,8 +430,10 @@ CSS = """
 #sentiment .about { margin-top: 0.3rem; font-size: 0.85rem; color: var(--body-text-color-subdued);
                     text-align: center; overflow-wrap: anywhere; }
 #timing { min-height: 1.5em; color: var(--body-text-color-subdued); }
-#notice { min-height: 1.2em; color: var(--error-text-color); }
-#char-count { text-align: right; font-size: 0.8rem; color: var(--body-text-color-subdued); min-height: 1em; }
+#under-input { gap: 0.5rem; align-items: center; margin: -0.5rem 0; }
+#under-input > *, #count-box * { min-height: 0 !important; padding: 0 !important; margin: 0 !important; }
+#notice { color: var(--error-text-color); flex-grow: 4; }
+#char-count { text-align: right; font-size: 0.8rem; line-height: 1.2; color: var(--body-text-color-subdued); }
 #char-count.over { color: var(--error-text-color); font-weight: 600; }
 #stop button:disabled, #stop:disabled { opacity: 0.45; filter: grayscale(1); }
 /* Phone: mode and label above the conversation, which gets shorter so the input stays in view. */
@@ -577,11 +579,11 @@ def build_demo(service: ModelService) -> gr.Blocks:
                 msg = gr.Textbox(
                     show_label=False, placeholder="输入内容，回车发送（Shift+回车换行）", lines=1, max_lines=6,
                     elem_id="msg", autofocus=True, submit_btn=False)
-                with gr.Row():
+                with gr.Row(elem_id="under-input"):
                     notice = gr.Markdown(elem_id="notice")
                     gr.HTML(f'<div id="char-count" data-limit="{limit_chars}" '
                             f'data-template="{html.escape(page_text("count", chars="{chars}", limit_chars="{limit_chars}"))}"></div>',
-                            padding=False)
+                            padding=False, elem_id="count-box")
                 with gr.Row(elem_id="actions"):
                     send = gr.Button("发送", variant="primary", elem_id="send")
                     stop = gr.Button("停止", variant="stop", elem_id="stop", interactive=False)

@@ -132,6 +132,15 @@ def sentiment_html(sentiment=None, message: str | None = None, status: str | Non
     return f'<div class="verdict">{html.escape(label_text(sentiment))}</div>{bar}{why}{about}'
 
 
+def sentiment_box(request: Request, answer: Answer) -> str:
+    """The sentiment box for this turn as it stands: its label, what the label waits for, or chat only."""
+    if not request.wants_label:
+        return sentiment_html(message=request.text, status=CHAT_ONLY_SENTIMENT)
+    if answer.sentiment is not None:
+        return sentiment_html(answer.sentiment, request.text)
+    return sentiment_html(message=request.text, status=waiting_text(answer) or "…")
+
+
 IDLE_SENTIMENT = sentiment_html(status="发送消息后，这里显示它的情感")
 CHAT_ONLY_SENTIMENT = "仅对话：这条消息不判断情感"
 
@@ -284,21 +293,19 @@ def respond(service: ModelService, text, mode, session: Session) -> Iterator[Sho
     turn = session.start(request, job)
     answer, last_words, notice = Answer(), None, ""
     try:
-        pending = sentiment_html(message=request.text, status="…") if request.wants_label else \
-            sentiment_html(message=request.text, status=CHAT_ONLY_SENTIMENT)
-        yield shown(textbox="", chat=session.chat_value(), sentiment=pending, timing="", notice="",
+        # The box changes only when this turn's own box does: a newer message's label, shown while this
+        # reply still streams, stays.
+        box = sentiment_box(request, answer)
+        yield shown(textbox="", chat=session.chat_value(), sentiment=box, timing="", notice="",
                     stop=gr.update(interactive=True))
         for answer in steps:
             streaming = answer.stream is not None and answer.stream.finish_reason is None
             if not session.write(turn, bubble_text(request.mode, answer, streaming=streaming)):
                 break  # cleared
-            if answer.sentiment is not None:
-                box = sentiment_html(answer.sentiment, request.text)
-            elif answer.ahead is not None:
-                box = sentiment_html(message=request.text, status=waiting_text(answer))
-            else:
-                box = gr.skip()
-            yield shown(chat=session.chat_value(), sentiment=box, timing=timing_text(answer))
+            new_box, box = sentiment_box(request, answer), box
+            yield shown(chat=session.chat_value(), sentiment=new_box if new_box != box else gr.skip(),
+                        timing=timing_text(answer))
+            box = new_box
         else:
             last_words = bubble_text(request.mode, answer)
     except Cancelled:

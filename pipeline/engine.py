@@ -166,12 +166,13 @@ class Engine(GenerationCounts):
                 if cancelled.is_set():  # cancelled while waiting for the model: skip the prefill too
                     streamer.end()
                     return input_ids
-                # After each token, labels waiting for the model run before the next one.
+                # After each token, labels waiting for the model run before the next one (first, so a
+                # Stop that came meanwhile is seen at this token).
                 between = BetweenTokens(self._lock.let_short_calls_in)
                 with torch.inference_mode():
                     return self.model.generate(
                         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                        generation_config=config, streamer=streamer, stopping_criteria=[*stops, between])
+                        generation_config=config, streamer=streamer, stopping_criteria=[between, *stops])
 
         self._generation_started()
         return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done,

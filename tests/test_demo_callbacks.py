@@ -318,6 +318,38 @@ def test_a_label_in_line_says_so_in_the_sentiment_box():
     assert shown_labels(list(steps)) == ["😄 正面 90%"]
 
 
+def test_a_newer_messages_label_stays_while_an_older_reply_still_streams():
+    gate = threading.Event()
+    engine, session = FakeEngine(gate=gate, reply_pieces=["一", "二", "三"]), Session()
+    service = service_for(engine)
+    older = Consumer(respond(service, "第一句", "both", session))
+    older.start()
+    wait_until(lambda: "一 ▌" in session.display[-1]["content"], what="the older reply to stream")
+    newer = send(service, session, "物流很快", "emotion")  # its label comes between the older reply's tokens
+    boxes = [u.sentiment for u in newer if not isinstance(u.sentiment, NO_CHANGE)]
+    assert verdict(boxes[-1]) == "😄 正面 90%" and "「物流很快」" in boxes[-1]
+    streamed_before = len(older.updates)
+    gate.set()
+    older.join(10)
+    assert len(older.updates) > streamed_before  # the older reply went on updating the page...
+    assert all(isinstance(u.sentiment, NO_CHANGE) for u in older.updates[streamed_before:])  # ...but not the box
+
+
+def test_a_chat_only_message_that_waited_keeps_chat_only_in_the_box():
+    engine, session = FakeEngine(), Session()
+    service = service_for(engine)
+    other = hold_model(service.gate)
+    steps = respond(service, "你好", "chat", session)
+    assert verdict(next(steps).sentiment) == CHAT_ONLY_SENTIMENT
+    waiting = next(steps)
+    assert waiting.chat[-1]["content"] == "模型正在回复其他消息，马上轮到你…"  # the bubble says it waits
+    assert isinstance(waiting.sentiment, NO_CHANGE)  # the box has nothing to wait for
+    other.cancel()
+    updates = list(steps)
+    assert shown_labels(updates) == []  # the box never left "chat only"
+    assert session.display[-1]["content"].startswith("回复：你好")
+
+
 def test_a_reply_that_loops_is_marked_as_cut_short():
     engine, session = FakeEngine(reply_pieces=["好的"], finish_reason="loop"), Session()
     send(service_for(engine), session, "你好", "chat")
@@ -375,3 +407,54 @@ def test_gradio_starts_every_event_at_once_and_the_gate_is_the_one_line():
 
 def test_mode_values_match_the_engine():
     assert {value for _, value in demo.MODES} == {m.value for m in Mode}
+
+
+# -- no turn is lost, whatever the order of sends, mode switches, Stop, Clear and refusals ------------------
+
+SCRIPTS = {
+    "mode switches mid-reply": [("send", "第一句", "both"), ("send", "物流很快", "emotion"), ("send", "你好", "chat"),
+                                ("release",)],
+    "refusals between sends": [("send", "第一句", "both"), ("refused", ""), ("send", "包装破了", "emotion"),
+                               ("refused", "长" * 2000), ("send", "第三句", "chat"), ("release",)],
+    "stop mid-reply, then more": [("send", "第一句", "both"), ("stop",), ("send", "很好", "emotion"),
+                                  ("send", "第二句", "both"), ("stop",), ("stop",), ("release",), ("send", "第三句", "chat")],
+    "clear mid-reply, then more": [("send", "第一句", "both"), ("send", "第二句", "both"), ("clear",),
+                                   ("send", "很差", "emotion"), ("send", "第三句", "chat"), ("release",)],
+    "stop while a message waits behind the tab's reply": [("send", "第一句", "chat"), ("send", "第二句", "chat"),
+                                                          ("stop",), ("send", "第三句", "both"), ("release",)],
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS.values(), ids=SCRIPTS.keys())
+def test_the_chat_always_shows_every_message_since_the_last_clear(script):
+    gate = threading.Event()
+    engine, session = FakeEngine(gate=gate, reply_pieces=["一", "二"]), Session()
+    service = service_for(engine)
+    consumers, shown = [], []  # shown: the messages the chat must hold, in order
+    for action, *args in script:
+        if action == "send":
+            text, mode = args
+            consumers.append(Consumer(respond(service, text, mode, session)))
+            consumers[-1].start()
+            shown.append(text)
+            wait_until(lambda: [m["content"] for m in session.display[::2]] == shown, what=f"{text} shown")
+        elif action == "refused":
+            assert [u.notice[:2] for u in send(service, session, args[0])] == ["⚠️"]
+        elif action == "stop":
+            stop_turns(session)
+        elif action == "clear":
+            clear_session(session)
+            shown = []
+        elif action == "release":
+            gate.set()
+    for consumer in consumers:
+        consumer.join(10)
+        assert consumer.error is None and not consumer.is_alive()
+    assert [m["content"] for m in session.display[::2]] == shown
+    assert [m["role"] for m in session.display] == ["user", "assistant"] * len(shown)
+    answers = [m["content"] for m in session.display[1::2]]
+    assert all(a and a != "…" and "▌" not in a and "排队" not in a and "等上一条" not in a for a in answers), answers
+    last = [c.updates[-1].chat for c in consumers if c.updates and not isinstance(c.updates[-1].chat, NO_CHANGE)]
+    assert session.display in last  # the page's last word on the chat is the whole conversation
+    kept = [m["content"] for m in session.history if m["role"] == "user"]
+    assert kept == [t for t, a in zip(shown, answers) if not a.startswith(("（已停止）", "😄", "😞", "😐"))]

@@ -25,33 +25,71 @@ def test_a_short_call_goes_before_a_long_one_that_waits():
     long_call.start()
     short_call = threading.Thread(target=call, args=("short", True))
     short_call.start()
-    wait_until(lambda: lock._short_waiting == 1, what="the short call to wait")
+    wait_until(lambda: lock.waiting == 2, what="both calls to wait")
     holding.__exit__(None, None, None)
     long_call.join(10), short_call.join(10)
     assert order == ["short", "long"]
 
 
 def test_a_holder_lets_short_calls_in_and_gets_the_model_back_before_long_callers():
-    lock, order = ModelLock(), []
-    holding = lock.hold()
-    holding.__enter__()
-    lock.let_short_calls_in()  # nobody waits: a no-op
-    assert lock.handovers == 0
+    # Who wakes first after the short call is up to the scheduler: repeated, a wrong order would show.
+    for _ in range(100):
+        lock, order = ModelLock(), []
+        holding = lock.hold()
+        holding.__enter__()
+        lock.let_short_calls_in()  # nobody waits: a no-op
+        assert lock.handovers == 0
 
-    def call(name, short):
-        with lock.hold(short=short):
-            order.append(name)
+        def call(name, short):
+            with lock.hold(short=short):
+                order.append(name)
 
-    threads = [threading.Thread(target=call, args=("short", True)), threading.Thread(target=call, args=("long", False))]
-    threads[0].start()
-    wait_until(lambda: lock._short_waiting == 1, what="the short call to wait")
-    threads[1].start()
-    lock.let_short_calls_in()  # returns once the short call ran, holding the model again
-    order.append("holder resumed")
-    assert lock.handovers == 1
-    holding.__exit__(None, None, None)
-    threads[1].join(10)
-    assert order == ["short", "holder resumed", "long"]
+        threads = [threading.Thread(target=call, args=("short", True)), threading.Thread(target=call, args=("long", False))]
+        threads[0].start()
+        wait_until(lambda: lock.waiting == 1, what="the short call to wait")
+        threads[1].start()
+        wait_until(lambda: lock.waiting == 2, what="the long call to wait")
+        lock.let_short_calls_in()  # returns once the short call ran, holding the model again
+        order.append("holder resumed")
+        assert lock.handovers == 1
+        holding.__exit__(None, None, None)
+        threads[1].join(10)
+        assert order == ["short", "holder resumed", "long"]
+
+
+def test_a_steady_stream_of_short_calls_slows_a_generation_but_cannot_stop_it():
+    lock, done, served = ModelLock(), threading.Event(), []
+
+    def labels():
+        while not done.is_set():
+            with lock.hold(short=True):
+                served.append(1)
+                done.wait(0.002)  # a label's work: meanwhile the other senders are waiting again
+
+    holding, tokens = threading.Event(), []
+
+    def generation():
+        with lock.hold():
+            holding.set()
+            while len(served) < 10:  # the labels queue up meanwhile
+                lock.let_short_calls_in()
+            for _ in range(50):  # then 50 more tokens, a pause after each
+                tokens.append(1)
+                lock.let_short_calls_in()
+
+    reply = threading.Thread(target=generation, daemon=True)
+    reply.start()
+    holding.wait(10)
+    senders = [threading.Thread(target=labels, daemon=True) for _ in range(3)]
+    for thread in senders:
+        thread.start()
+    reply.join(30)
+    finished = not reply.is_alive()
+    done.set()
+    for thread in senders:
+        thread.join(10)
+    assert finished and len(tokens) == 50  # each pause let in only the labels waiting then; the reply went on
+    assert lock.handovers > 0 and lock.waiting == 0
 
 
 @pytest.mark.parametrize("tokens, period", [

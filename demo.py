@@ -128,7 +128,7 @@ def sentiment_html(sentiment=None, message: str | None = None, status: str | Non
     bar = (f'<div class="bar" title="{LABELS[0]} {positive:.0%} · {LABELS[1]} {1 - positive:.0%}">'
            f'<span style="width:{positive * 100:.1f}%"></span></div>'
            f'<div class="bar-legend"><span>{LABELS[0]} {positive:.0%}</span><span>{LABELS[1]} {1 - positive:.0%}</span></div>')
-    why = '<div class="about">褒贬参半，模型拿不准</div>' if sentiment.uncertain else ""
+    why = f'<div class="about">{page_text("uncertain")}</div>' if sentiment.uncertain else ""
     return f'<div class="verdict">{html.escape(label_text(sentiment))}</div>{bar}{why}{about}'
 
 
@@ -141,8 +141,8 @@ def sentiment_box(request: Request, answer: Answer) -> str:
     return sentiment_html(message=request.text, status=waiting_text(answer) or "…")
 
 
-IDLE_SENTIMENT = sentiment_html(status="发送消息后，这里显示它的情感")
-CHAT_ONLY_SENTIMENT = "仅对话：这条消息不判断情感"
+IDLE_SENTIMENT = sentiment_html(status=page_text("idle"))
+CHAT_ONLY_SENTIMENT = page_text("chat_only")
 
 
 # -- one tab's conversation ----------------------------------------------------------------------------

@@ -3,6 +3,11 @@
     python -m bench.chat --model-dir DIR [--turns 1,3,8] [--reps 3] [--max-new-tokens 64]
     python -m bench.chat --shape qwen1.5-0.5b
 
+The fixed-history levels are measured cold (no conversation KV reuse: each is a first visit). Then one
+growing conversation of eight turns, the model's own greedy replies sent back as the history (as the
+page does), turn by turn with conversation KV reuse and without: the time to first token per turn,
+and how many prompt tokens each turn found already read.
+
 Measured through the product's path (`engine.chat`: history trimming, chat template, generate() in a
 thread, the text streamer), and again with a bare loop (model forward + KV cache + argmax, no
 generate(), no streamer) on the same prompt, so the gap to the ceiling splits into "the model on this
@@ -27,6 +32,8 @@ import torch
 
 from . import machine
 from .common import CpuShare, Deadline, base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
+
+from pipeline.kv_store import ConversationCache
 
 # A fixed conversation (no review data): eight user/assistant turns of everyday length.
 HISTORY = [
@@ -73,6 +80,29 @@ def engine_run(engine, turns: int, max_new_tokens: int) -> dict[str, Any]:
             "decode_tps": (stream.new_tokens - 1) / decode_s if decode_s and stream.new_tokens > 1 else None}
 
 
+def conversation_run(engine, reuse: bool, max_new_tokens: int) -> list[dict[str, Any]]:
+    """One conversation of len(HISTORY) turns (greedy), each reply sent back as history; a row per turn."""
+    store, sampling = engine.conversations, engine.generation_config.do_sample
+    budget = store.budget_bytes if store is not None else 512 * 2**20
+    engine.conversations = ConversationCache(budget) if reuse else None  # a first visit for each series
+    engine.generation_config.do_sample = False  # both series say the same, so they read the same tokens
+    try:
+        history, rows = [], []
+        for turn, (user, _) in enumerate(HISTORY, start=1):
+            request = engine.prepare(user, history, mode="chat", tags=False)
+            stream = engine.chat(request, max_new_tokens=max_new_tokens)
+            text = "".join(stream)
+            rows.append({"turn": turn, "prompt_tokens": len(request.prompt_ids), "history_dropped": request.history_dropped,
+                         "reused_tokens": engine.conversations.last_reused if reuse else 0,
+                         "first_token_ms": stream.first_token_ms, "new_tokens": stream.new_tokens})
+            history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
+        if reuse:
+            rows[-1]["kv_store_bytes"] = engine.conversations.bytes
+        return rows
+    finally:
+        engine.conversations, engine.generation_config.do_sample = store, sampling
+
+
 def bare_run(engine, turns: int, new_tokens: int) -> dict[str, Any]:
     """The same prompt with a bare loop: one prefill forward, then one forward per token (greedy)."""
     prompt_ids = list(engine.prepare(MESSAGE, history_messages(turns), mode="chat", tags=False).prompt_ids)
@@ -102,14 +132,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--bare-tokens", type=int, default=32, help="tokens per bare-loop run")
     p.add_argument("--time-budget", type=float, default=1800)
     p.add_argument("--bandwidth-gib", type=float, default=1.5)
+    p.add_argument("--conversation-tokens", type=int, default=48, help="reply tokens per turn of the growing conversation")
     args = p.parse_args(argv)
-    turns_list = [int(x) for x in args.turns.split(",")]
+    turns_list = [int(x) for x in args.turns.split(",") if x]
     model_dir, model = resolve_model_dir(args)
     engine = load(model_dir, threads=args.threads)
     prov = provenance(model, engine)
     cost = machine.model_cost(engine.model)
 
     def timed():
+        store, engine.conversations = engine.conversations, None  # the fixed levels are measured cold
         engine_run(engine, 1, 4)  # warm-up
         bare_run(engine, 1, 4)
         measured = [machine.measure(engine.model, args.bandwidth_gib, gemv=True)]
@@ -130,9 +162,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             if runs:
                 levels.append((turns, runs, bares))
             measured.append(machine.measure(engine.model, args.bandwidth_gib, gemv=True))
-        return levels, measured, cpu.stop(), deadline.expired
+        engine.conversations = store
+        conversation = {"fresh": conversation_run(engine, False, args.conversation_tokens),
+                        "reuse": conversation_run(engine, True, args.conversation_tokens)}
+        return levels, measured, cpu.stop(), deadline.expired, conversation
 
-    levels, measured, cpu_share, truncated = in_worker_thread(timed)
+    levels, measured, cpu_share, truncated, conversation = in_worker_thread(timed)
+    for name, rows in conversation.items():
+        print(f"conversation, {name}: TTFT per turn " + ", ".join(f"{r['first_token_ms']:.0f}" for r in rows)
+              + f" ms; reused " + ", ".join(str(r["reused_tokens"]) for r in rows), file=sys.stderr, flush=True)
     limits = machine.best_of(*measured)
     by_turns = []
     for turns, runs, bares in levels:
@@ -166,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               file=sys.stderr, flush=True)
     result = {"bench": "chat", "provenance": prov, "cpu_share": cpu_share, "limits": limits,
               "limits_runs": measured, "cost": cost.as_dict(), "max_new_tokens": args.max_new_tokens,
-              "bare_tokens": args.bare_tokens, "message": MESSAGE, "by_turns": by_turns, "truncated": truncated}
+              "bare_tokens": args.bare_tokens, "message": MESSAGE, "by_turns": by_turns, "truncated": truncated,
+              "conversation": conversation, "conversation_tokens": args.conversation_tokens}
     write_result(result_path(args, "chat", model), result)
     return result
 

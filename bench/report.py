@@ -155,6 +155,15 @@ def _chat_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
                      _pct(t.get("decode_fraction_of_ceiling")) + " of ceiling (bare " + _pct(t.get("bare_fraction_of_ceiling")) + ")"
                      + (f"; at the best GEMV kernel's rate ({c['gemv_gbs']:.1f} GB/s) the ceiling is {c['decode_tps_at_gemv_rate']:.2f} tok/s"
                         if c.get("decode_tps_at_gemv_rate") else ""), name])
+    conversation = r.get("conversation")
+    if conversation and conversation.get("reuse") and conversation.get("fresh"):
+        reuse, fresh = conversation["reuse"], conversation["fresh"]
+        last, first = reuse[-1], reuse[0]
+        rows.append([f"Chat TTFT, turn {last['turn']} of one conversation ({last['prompt_tokens']} prompt tokens; "
+                     f"{last['reused_tokens']} already read): conversation KV reuse vs none",
+                     _f(last["first_token_ms"], "{:.0f} ms"), _f(fresh[-1]["first_token_ms"], "{:.0f} ms (no reuse)"),
+                     "", f"turn {last['turn']} / turn 1: {last['first_token_ms'] / first['first_token_ms']:.2f}× with reuse, "
+                         f"{fresh[-1]['first_token_ms'] / fresh[0]['first_token_ms']:.2f}× without", name])
     return rows
 
 

@@ -14,6 +14,7 @@ from . import chat_format, packing
 from .chat import BetweenTokens, ChatStream, GenerationCounts, trim_history
 from .loading import load_model
 from .messages import chars_for_tokens, limit_in_chars, refusal
+from .kv_store import ConversationCache, Taken
 from .model_lock import ModelLock
 from .request import MAX_CHARS_PER_TOKEN, Request, prepare
 from .routing import Mode
@@ -50,6 +51,7 @@ class Engine(GenerationCounts):
             self.packed_linears += 1
         if self.packed_linears:
             log.info("packed %d linear layers for oneDNN", self.packed_linears)
+        self.conversations = ConversationCache(int(settings.kv_cache_mb * 2**20)) if settings.kv_cache_mb else None
         self._chat_system_ids = chat_format.encode_messages(
             tokenizer, [{"role": "system", "content": settings.chat_system_prompt}], add_generation_prompt=False)
         # Template tokens around one message (e.g. "<|im_start|>user\n" ... "<|im_end|>\n").
@@ -73,6 +75,7 @@ class Engine(GenerationCounts):
         if config.pad_token_id is None:
             config.pad_token_id = eos[0]
         config.max_new_tokens = s.chat_max_new_tokens
+        config.return_dict_in_generate = True  # the sequences and the KV cache, kept for the next turn
         return config
 
     # -- preparing a request (pipeline/request.py holds the rules; these are the model's encodings) ----
@@ -169,10 +172,18 @@ class Engine(GenerationCounts):
                 # After each token, labels waiting for the model run before the next one (first, so a
                 # Stop that came meanwhile is seen at this token).
                 between = BetweenTokens(self._lock.let_short_calls_in)
+                taken = self.conversations.take(prompt_ids) if self.conversations is not None else Taken(None, 0)
+                if taken.reused:
+                    log.debug("chat: %d of %d prompt tokens already read", taken.reused, len(prompt_ids))
                 with torch.inference_mode():
-                    return self.model.generate(
+                    out = self.model.generate(
                         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                        generation_config=config, streamer=streamer, stopping_criteria=[between, *stops])
+                        past_key_values=taken.cache, generation_config=config, streamer=streamer,
+                        stopping_criteria=[between, *stops])
+                if self.conversations is not None and out.past_key_values is not None:
+                    held = out.past_key_values.get_seq_length()  # the last token was never read back
+                    self.conversations.put(out.sequences[0, :held].tolist(), out.past_key_values, taken.source)
+                return out.sequences
 
         self._generation_started()
         return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done,

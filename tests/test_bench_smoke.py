@@ -102,6 +102,15 @@ def test_chat_paths(tiny_engine):
     assert b["step_ms"]["n"] == 2
 
 
+def test_chat_conversation_with_and_without_reuse(tiny_engine):
+    fresh, reuse = chat.conversation_run(tiny_engine, False, 4), chat.conversation_run(tiny_engine, True, 4)
+    assert [r["turn"] for r in reuse] == list(range(1, len(chat.HISTORY) + 1))
+    assert [r["prompt_tokens"] for r in reuse] == [r["prompt_tokens"] for r in fresh]  # the same conversation
+    assert all(r["reused_tokens"] == 0 for r in fresh) and reuse[0]["reused_tokens"] == 0
+    assert all(r["reused_tokens"] > 0 for r in reuse[1:] if not r["history_dropped"])
+    assert reuse[-1]["kv_store_bytes"] > 0 and tiny_engine.conversations is not None  # the engine's own store is back
+
+
 def test_report_table_from_results(tiny_engine, limits, tmp_path):
     items = [(text[:30], label) for text, label in data.heldout(2)]
     rows = sentiment.run_items(tiny_engine, items, ["ours", "seed"], sentiment.Deadline(300), progress=False)

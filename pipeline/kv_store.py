@@ -1,0 +1,110 @@
+"""Recent conversations' KV caches, found again by token prefix, within a memory budget.
+
+The page, /chat and /api/infer all send the whole history with each turn, so a turn's prompt starts
+with the previous turn's prompt and reply. Whatever the model has already read is looked up here by
+its token ids, never by a session id: a changed or forged history shares only its token-identical
+prefix, and the KV of identical tokens after an identical prefix is the same KV.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+from transformers import DynamicCache
+
+
+@dataclass
+class Taken:
+    """A cache to continue from (None: start afresh), how many of the prompt's tokens it holds, and the
+    stored entry it was copied from (its conversation went on another way: put() replaces it)."""
+
+    cache: DynamicCache | None
+    reused: int
+    source: tuple[int, ...] | None = None
+
+
+class ConversationCache:
+    """KV caches keyed by the token ids they hold, least recently used evicted beyond budget_bytes."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._entries: OrderedDict[tuple[int, ...], tuple[DynamicCache, int]] = OrderedDict()  # ids -> (cache, bytes)
+        self.bytes = 0
+        self.hits = self.misses = self.evictions = 0
+        self.last_reused = 0  # prompt tokens the last take() found already read
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, prompt_ids: Sequence[int]) -> Taken:
+        """The stored cache sharing the longest prefix with prompt_ids, cut to that prefix (at least one
+        prompt token is left to read). A conversation that goes on is taken out of the store (it comes
+        back longer with put); a shorter shared prefix is copied, and its entry stays."""
+        best, common = None, 0
+        for ids in self._entries:
+            n = _common_prefix(ids, prompt_ids)
+            if n > common:
+                best, common = ids, n
+        usable = min(common, len(prompt_ids) - 1)
+        self.last_reused = max(usable, 0) if best is not None else 0
+        if best is None or usable <= 0:
+            self.misses += 1
+            return Taken(None, 0)
+        self.hits += 1
+        cache, size = self._entries[best]
+        if common == len(best):  # the whole entry: the conversation goes on (or repeats its last prompt)
+            del self._entries[best]
+            self.bytes -= size
+            if usable < len(best):
+                cache.crop(-(len(best) - usable))
+            return Taken(cache, usable)
+        self._entries.move_to_end(best)
+        return Taken(_copy_prefix(cache, usable), usable, source=best)
+
+    def put(self, ids: Sequence[int], cache: DynamicCache, replaces: tuple[int, ...] | None = None) -> None:
+        """Keep cache, which holds the KV of ids, instead of the entry it replaces (if any); the least
+        recently used go while over budget."""
+        if replaces is not None and replaces in self._entries:
+            self.bytes -= self._entries.pop(replaces)[1]
+        ids = tuple(ids)
+        if cache.get_seq_length() != len(ids):
+            raise ValueError(f"the cache holds {cache.get_seq_length()} tokens, not {len(ids)}")
+        size = cache_bytes(cache)
+        if size > self.budget_bytes:
+            return
+        if ids in self._entries:
+            self.bytes -= self._entries.pop(ids)[1]
+        self._entries[ids] = (cache, size)
+        self.bytes += size
+        while self.bytes > self.budget_bytes:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.bytes -= evicted
+            self.evictions += 1
+
+
+def cache_bytes(cache: DynamicCache) -> int:
+    """Bytes of the keys and values a cache holds."""
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if layer.is_initialized)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == tuple(b[:n]):
+        return n
+    lo, hi = 0, n  # the first difference, by halving (slices compare in C)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == tuple(b[:mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _copy_prefix(cache: DynamicCache, length: int) -> DynamicCache:
+    copy = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        copy.update(layer.keys[..., :length, :].clone(), layer.values[..., :length, :].clone(), i)
+    return copy

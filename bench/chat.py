@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     levels, measured, cpu_share, truncated, conversation = in_worker_thread(timed)
     for name, rows in conversation.items():
         print(f"conversation, {name}: TTFT per turn " + ", ".join(f"{r['first_token_ms']:.0f}" for r in rows)
-              + f" ms; reused " + ", ".join(str(r["reused_tokens"]) for r in rows), file=sys.stderr, flush=True)
+              + " ms; reused " + ", ".join(str(r["reused_tokens"]) for r in rows), file=sys.stderr, flush=True)
     limits = machine.best_of(*measured)
     by_turns = []
     for turns, runs, bares in levels:

@@ -50,7 +50,8 @@ def import_seconds(python: str = sys.executable) -> float:
 
 def worst_case_requests(client, url: str) -> list[dict[str, Any]]:
     """The largest requests the default settings admit: a sentiment text near MAX_INPUT_TOKENS (1024),
-    then a chat whose history fills HISTORY_TOKEN_BUDGET (2048), generating up to CHAT_MAX_NEW_TOKENS."""
+    then a chat whose history fills HISTORY_TOKEN_BUDGET (2048), generating up to CHAT_MAX_NEW_TOKENS,
+    while two earlier such conversations fill the conversation KV store (KV_CACHE_MB)."""
     long_text = "".join(t for t, _ in data.heldout(400))
     out = []
     for chars in (1500, 1300, 1100, 900, 700):  # the longest that stays under the token limit
@@ -59,6 +60,13 @@ def worst_case_requests(client, url: str) -> list[dict[str, Any]]:
         if error is None or "too long" not in error:
             out.append({"mode": "emotion", "chars": chars, "ms": (time.perf_counter() - t0) * 1000, "error": error})
             break
+    # Two other conversations at the full history budget first: with them the conversation KV store is
+    # full (KV_CACHE_MB) while the last one runs, as on a server that has been talking for a while.
+    for k in (1, 2):
+        t0 = time.perf_counter()
+        history = [{"role": "user", "content": f"第{k}位用户：你好"}, {"role": "assistant", "content": "你好！"}]
+        body, error = infer(client, url, "请把我们聊过的内容总结一下。", "chat", history + history_messages(8) * 6)
+        out.append({"mode": "chat", "fills_kv_store": k, "ms": (time.perf_counter() - t0) * 1000, "error": error})
     t0 = time.perf_counter()
     body, error = infer(client, url, "请把我们聊过的内容总结成一篇详细的长文。", "chat", history_messages(8) * 6)
     out.append({"mode": "chat", "history_messages": 96, "ms": (time.perf_counter() - t0) * 1000, "error": error,

@@ -52,6 +52,11 @@ class Engine(GenerationCounts):
         if self.packed_linears:
             log.info("packed %d linear layers for oneDNN", self.packed_linears)
         self.conversations = ConversationCache(int(settings.kv_cache_mb * 2**20)) if settings.kv_cache_mb else None
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        # FP32 keys and values of every layer, per token: what a conversation's cache costs.
+        self.kv_bytes_per_token = config.num_hidden_layers * 2 * kv_heads * head_dim * 4
         self._chat_system_ids = chat_format.encode_messages(
             tokenizer, [{"role": "system", "content": settings.chat_system_prompt}], add_generation_prompt=False)
         # Template tokens around one message (e.g. "<|im_start|>user\n" ... "<|im_end|>\n").
@@ -172,7 +177,10 @@ class Engine(GenerationCounts):
                 # After each token, labels waiting for the model run before the next one (first, so a
                 # Stop that came meanwhile is seen at this token).
                 between = BetweenTokens(self._lock.let_short_calls_in)
-                taken = self.conversations.take(prompt_ids) if self.conversations is not None else Taken(None, 0)
+                taken = Taken(None, 0)
+                if self.conversations is not None:
+                    taken = self.conversations.take(prompt_ids)
+                    self.conversations.make_room(self.kv_bytes_per_token * (len(prompt_ids) + config.max_new_tokens))
                 if taken.reused:
                     log.debug("chat: %d of %d prompt tokens already read", taken.reused, len(prompt_ids))
                 with torch.inference_mode():
@@ -182,7 +190,8 @@ class Engine(GenerationCounts):
                         stopping_criteria=[between, *stops])
                 if self.conversations is not None and out.past_key_values is not None:
                     held = out.past_key_values.get_seq_length()  # the last token was never read back
-                    self.conversations.put(out.sequences[0, :held].tolist(), out.past_key_values, taken.source)
+                    self.conversations.put(out.sequences[0, :held].tolist(), out.past_key_values,
+                                           prompt_len=len(prompt_ids), replaces=taken.source)
                 return out.sequences
 
         self._generation_started()

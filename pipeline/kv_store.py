@@ -18,7 +18,8 @@ from transformers import DynamicCache
 @dataclass
 class Taken:
     """A cache to continue from (None: start afresh), how many of the prompt's tokens it holds, and the
-    stored entry it was copied from (its conversation went on another way: put() replaces it)."""
+    stored entry it was copied from when this prompt continues that entry's conversation (the whole
+    earlier prompt matched; its reply was read back differently): put() replaces that entry."""
 
     cache: DynamicCache | None
     reused: int
@@ -26,11 +27,16 @@ class Taken:
 
 
 class ConversationCache:
-    """KV caches keyed by the token ids they hold, least recently used evicted beyond budget_bytes."""
+    """KV caches keyed by the token ids they hold, least recently used evicted beyond budget_bytes.
+
+    The budget covers the running reply's cache too (make_room before it starts), so all KV memory
+    stays within it.
+    """
 
     def __init__(self, budget_bytes: int):
         self.budget_bytes = budget_bytes
-        self._entries: OrderedDict[tuple[int, ...], tuple[DynamicCache, int]] = OrderedDict()  # ids -> (cache, bytes)
+        # ids -> (cache, bytes, how many of the ids were the prompt: the rest is the reply generated)
+        self._entries: OrderedDict[tuple[int, ...], tuple[DynamicCache, int, int]] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = self.evictions = 0
         self.last_reused = 0  # prompt tokens the last take() found already read
@@ -53,7 +59,7 @@ class ConversationCache:
             self.misses += 1
             return Taken(None, 0)
         self.hits += 1
-        cache, size = self._entries[best]
+        cache, size, prompt_len = self._entries[best]
         if common == len(best):  # the whole entry: the conversation goes on (or repeats its last prompt)
             del self._entries[best]
             self.bytes -= size
@@ -61,11 +67,20 @@ class ConversationCache:
                 cache.crop(-(len(best) - usable))
             return Taken(cache, usable)
         self._entries.move_to_end(best)
-        return Taken(_copy_prefix(cache, usable), usable, source=best)
+        # Another conversation sharing only a start (the system prompt) leaves this one's entry alone.
+        return Taken(_copy_prefix(cache, usable), usable, source=best if common >= prompt_len else None)
 
-    def put(self, ids: Sequence[int], cache: DynamicCache, replaces: tuple[int, ...] | None = None) -> None:
-        """Keep cache, which holds the KV of ids, instead of the entry it replaces (if any); the least
-        recently used go while over budget."""
+    def make_room(self, running_bytes: int) -> None:
+        """Evict the least recently used until the kept caches and a running one of running_bytes fit the budget."""
+        while self._entries and self.bytes + running_bytes > self.budget_bytes:
+            _, (_, evicted, _) = self._entries.popitem(last=False)
+            self.bytes -= evicted
+            self.evictions += 1
+
+    def put(self, ids: Sequence[int], cache: DynamicCache, prompt_len: int | None = None,
+            replaces: tuple[int, ...] | None = None) -> None:
+        """Keep cache, which holds the KV of ids (the first prompt_len of them the prompt, by default all),
+        instead of the entry it replaces (if any); the least recently used go while over budget."""
         if replaces is not None and replaces in self._entries:
             self.bytes -= self._entries.pop(replaces)[1]
         ids = tuple(ids)
@@ -76,12 +91,9 @@ class ConversationCache:
             return
         if ids in self._entries:
             self.bytes -= self._entries.pop(ids)[1]
-        self._entries[ids] = (cache, size)
+        self.make_room(size)
+        self._entries[ids] = (cache, size, len(ids) if prompt_len is None else prompt_len)
         self.bytes += size
-        while self.bytes > self.budget_bytes:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self.bytes -= evicted
-            self.evictions += 1
 
 
 def cache_bytes(cache: DynamicCache) -> int:

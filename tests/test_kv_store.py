@@ -54,20 +54,27 @@ def test_only_the_token_identical_prefix_is_reused_and_the_stored_entry_stays(pr
     taken = store.take(prompt)
     assert taken.reused == reused
     if reused:
-        assert positions(taken.cache) == prompt[:reused] and taken.source == (1, 2, 3, 4)  # a copy
+        assert positions(taken.cache) == prompt[:reused] and taken.source is None  # a copy; the entry is not replaced
     else:
         assert taken.cache is None and store.misses == 1
     assert len(store) == 1 and positions(store._entries[(1, 2, 3, 4)][0]) == [1, 2, 3, 4]  # untouched
 
 
-def test_the_longest_shared_prefix_wins_and_the_replaced_entry_goes():
+def test_the_longest_shared_prefix_wins_and_a_conversation_that_goes_on_replaces_its_entry():
     store = ConversationCache(budget_bytes=1000 * TOKEN_BYTES)
     store.put([1, 2, 3], fake_cache([1, 2, 3]))
-    store.put([1, 2, 5, 6, 7], fake_cache([1, 2, 5, 6, 7]))
-    taken = store.take([1, 2, 5, 6, 8, 8])
+    store.put([1, 2, 5, 6, 7], fake_cache([1, 2, 5, 6, 7]), prompt_len=3)  # prompt [1, 2, 5], reply [6, 7]
+    taken = store.take([1, 2, 5, 6, 8, 8])  # the same prompt, its reply read back differently after 6
     assert taken.reused == 4 and taken.source == (1, 2, 5, 6, 7)
-    store.put([1, 2, 5, 6, 8, 8, 9], fake_cache([1, 2, 5, 6, 8, 8, 9]), replaces=taken.source)
+    store.put([1, 2, 5, 6, 8, 8, 9], fake_cache([1, 2, 5, 6, 8, 8, 9]), prompt_len=6, replaces=taken.source)
     assert sorted(store._entries) == [(1, 2, 3), (1, 2, 5, 6, 8, 8, 9)]
+
+
+def test_another_conversation_sharing_only_a_start_leaves_the_entry_alone():
+    store = ConversationCache(budget_bytes=1000 * TOKEN_BYTES)
+    store.put([1, 2, 5, 6, 7], fake_cache([1, 2, 5, 6, 7]), prompt_len=3)
+    taken = store.take([1, 2, 9, 9])  # the system prompt [1, 2] in common, then another user
+    assert taken.reused == 2 and taken.source is None
 
 
 def test_the_least_recently_used_go_first_and_the_budget_holds():
@@ -153,3 +160,28 @@ def test_a_trimmed_history_reuses_only_what_is_still_the_same_and_answers_the_sa
     assert 1 < first_trimmed and reused[first_trimmed - 1] >= lengths[first_trimmed - 2]
     assert reused[first_trimmed] < lengths[0]  # the old prompt's turns moved: only the start is the same
     assert reuse.conversations.bytes <= reuse.conversations.budget_bytes
+
+
+def test_room_is_made_for_the_running_reply_so_all_kv_stays_within_the_budget():
+    store = ConversationCache(budget_bytes=10 * TOKEN_BYTES)
+    store.put([1, 1, 1, 1], fake_cache([1, 1, 1, 1]))
+    store.put([2, 2, 2, 2], fake_cache([2, 2, 2, 2]))
+    store.make_room(4 * TOKEN_BYTES)  # a reply that will hold 4 tokens: 8 + 4 > 10, the oldest goes
+    assert sorted(store._entries) == [(2, 2, 2, 2)] and store.bytes + 4 * TOKEN_BYTES <= store.budget_bytes
+
+
+def test_the_engine_keeps_all_kv_within_kv_cache_mb(tiny_engine_with):
+    engine = tiny_engine_with(do_sample=False, chat_max_new_tokens=10, kv_cache_mb=0.1)
+    store = engine.conversations
+    store.__init__(store.budget_bytes)
+    config = engine.model.config
+    assert engine.kv_bytes_per_token == config.num_hidden_layers * 2 * config.num_key_value_heads * (
+        config.hidden_size // config.num_attention_heads) * 4
+    for i in range(6):  # six different conversations, each about 80 tokens
+        request = engine.prepare(f"第{i}位用户：你好，请介绍一下你自己。", mode="chat")
+        running = engine.kv_bytes_per_token * (len(request.prompt_ids) + 10)
+        "".join(engine.chat(request))
+        assert store.bytes <= store.budget_bytes
+        # room was made for the reply before it ran: what was kept then and the reply fit the budget
+        assert store.bytes - cache_bytes(store._entries[next(reversed(store._entries))][0]) + running <= store.budget_bytes
+    assert store.evictions > 0 and len(store) == store.budget_bytes // running

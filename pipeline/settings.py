@@ -39,10 +39,11 @@ class Settings(EnvSettings):
         "Tokens of conversation (history plus the new message) sent to the model; "
         "older turns are dropped first.")
     kv_cache_mb: float = setting(
-        512, "KV_CACHE_MB",
+        256, "KV_CACHE_MB",
         "Memory for the KV caches of recent conversations and of the reply running, so a new turn reads only "
         "what the model has not seen (found by token prefix; least recently used dropped first). "
-        "Qwen1.5-0.5B's FP32 KV is 0.19 MB per token: 512 MB holds about 2,700 tokens. 0: no reuse.")
+        "Qwen1.5-0.5B's FP32 KV is 0.19 MB per token: 256 MB holds about 1,300 tokens, and a longer "
+        "conversation is read in full each turn. 0: no reuse.")
     chat_stop_loop_tokens: int = setting(
         48, "CHAT_STOP_LOOP_TOKENS",
         "End a reply that repeats one phrase: once its last N tokens (and at least 4 copies of the phrase) "

@@ -302,7 +302,7 @@ def respond(service: ModelService, text, mode, session: Session) -> Iterator[Sho
             streaming = answer.stream is not None and answer.stream.finish_reason is None
             if not session.write(turn, bubble_text(request.mode, answer, streaming=streaming)):
                 break  # cleared
-            new_box, box = sentiment_box(request, answer), box
+            new_box = sentiment_box(request, answer)
             yield shown(chat=session.chat_value(), sentiment=new_box if new_box != box else gr.skip(),
                         timing=timing_text(answer))
             box = new_box

@@ -102,17 +102,8 @@ def cache_bytes(cache: DynamicCache) -> int:
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == tuple(b[:n]):
-        return n
-    lo, hi = 0, n  # the first difference, by halving (slices compare in C)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == tuple(b[:mid]):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """How many leading tokens a and b share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _copy_prefix(cache: DynamicCache, length: int) -> DynamicCache:

@@ -20,16 +20,19 @@ import logging  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import closing, contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, AsyncIterator, Iterator, Literal, NamedTuple, TypedDict, get_type_hints  # noqa: E402
 
 import anyio  # noqa: E402
 import gradio as gr  # noqa: E402
 
+import batch_tab  # noqa: E402
 from gate import Answer, Busy, Cancelled, Job, ModelService  # noqa: E402
 from pipeline import LABEL_EMOJI, LABELS, UNCERTAIN_EMOJI, Mode, Request, UserInputError  # noqa: E402
+from pipeline.batch import BatchProgress  # noqa: E402
 from pipeline.messages import REFUSALS, page_text  # noqa: E402
+from webapi import classify_result  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,11 @@ CHAT_ONLY_SENTIMENT = page_text("chat_only")
 
 # -- one tab's conversation ----------------------------------------------------------------------------
 
+# How long a Send waits for another Send of the same tab to have its update sent (Session.showing);
+# Gradio sends within milliseconds, so this bounds only a generator that is never resumed.
+SHOWING_WAIT_S = 2.0
+
+
 @dataclass(eq=False)
 class Turn:
     """One message in progress: its request, its claim on the model and its answer's place in the chat."""
@@ -172,6 +180,7 @@ class Session:
         self.turns: list[Turn] = []  # sent and not finished, oldest first
         self.era = 0
         self._cond = threading.Condition()
+        self._showing = threading.Lock()
 
     def __deepcopy__(self, memo) -> "Session":
         # gr.State deep-copies its initial (empty) value for each tab.
@@ -183,6 +192,20 @@ class Session:
         """The Chatbot's value: a copy, so later writes don't race the page's update."""
         with self._cond:
             return [dict(m) for m in self.display]
+
+    @contextmanager
+    def showing(self) -> Iterator[list[dict[str, str]]]:
+        """The chat to send, held until the caller's generator is resumed (see SHOWING_WAIT_S)."""
+        # Two Sends of one tab run at once, and each sends the whole chat. Gradio enqueues an update
+        # for the page before it resumes the generator that yielded it, so holding this from the copy
+        # to the resumption puts the updates on the page in the order their copies were taken: a
+        # reply's last words are never overwritten by an older copy that another Send sent late.
+        held = self._showing.acquire(timeout=SHOWING_WAIT_S)
+        try:
+            yield self.chat_value()
+        finally:
+            if held:
+                self._showing.release()
 
     def start(self, request: Request, job: Job) -> Turn:
         """Show the message with a placeholder answer; the turn is in line for its reply."""
@@ -296,15 +319,15 @@ def respond(service: ModelService, text, mode, session: Session) -> Iterator[Sho
         # The box changes only when this turn's own box does: a newer message's label, shown while this
         # reply still streams, stays.
         box = sentiment_box(request, answer)
-        yield shown(textbox="", chat=session.chat_value(), sentiment=box, timing="", notice="",
-                    stop=gr.update(interactive=True))
+        with session.showing() as chat:
+            yield shown(textbox="", chat=chat, sentiment=box, timing="", notice="", stop=gr.update(interactive=True))
         for answer in steps:
             streaming = answer.stream is not None and answer.stream.finish_reason is None
             if not session.write(turn, bubble_text(request.mode, answer, streaming=streaming)):
                 break  # cleared
             new_box = sentiment_box(request, answer)
-            yield shown(chat=session.chat_value(), sentiment=new_box if new_box != box else gr.skip(),
-                        timing=timing_text(answer))
+            with session.showing() as chat:
+                yield shown(chat=chat, sentiment=new_box if new_box != box else gr.skip(), timing=timing_text(answer))
             box = new_box
         else:
             last_words = bubble_text(request.mode, answer)
@@ -322,8 +345,9 @@ def respond(service: ModelService, text, mode, session: Session) -> Iterator[Sho
             last_words = bubble_text(request.mode, answer, stopped=True)
         session.finish(turn, last_words, answer.stream.text if answer.stream is not None else "")
     if turn.era == session.era:
-        yield shown(chat=session.chat_value(), timing=timing_text(answer), notice=notice or gr.skip(),
-                    stop=gr.update(interactive=session.running))
+        with session.showing() as chat:
+            yield shown(chat=chat, timing=timing_text(answer), notice=notice or gr.skip(),
+                        stop=gr.update(interactive=session.running))
 
 
 def notice_text(exc: Exception) -> str:
@@ -403,6 +427,26 @@ async def chat_api(service: ModelService, message: str, history: list | None = N
             yield ""
     except Cancelled:
         return
+    finally:
+        job.cancel()
+
+
+async def classify_many_api(service: ModelService, texts: list[str]) -> dict:
+    """Labels of many texts, as POST /api/classify answers them; a bad text gets an error in its place."""
+    job = Job()
+    try:
+        with api_errors():
+            steps = service.classify_many(texts, job)
+
+        def finish() -> BatchProgress:
+            with closing(steps):
+                for state in steps:
+                    pass
+            return state
+
+        return classify_result(await anyio.to_thread.run_sync(finish, abandon_on_cancel=True))
+    except Cancelled:
+        raise user_error("cancelled") from None
     finally:
         job.cancel()
 
@@ -516,6 +560,12 @@ CHAT_API_DOC = """多轮对话：回复 message，流式返回到目前为止的
 返回：逐步返回的回复文本，最后一次为完整回复。
 不需要 Gradio 客户端时，可用 JSON 接口：POST /api/infer {"text": "...", "mode": "chat", "history": [...]}。"""
 
+CLASSIFY_MANY_API_DOC = """批量情感分析：一次判断多条文本。Sentiment of many texts in one call.
+
+参数 texts (list[str])：要分析的文本，每批最多 BATCH_MAX_TEXTS 条（默认 5000）。
+返回：{"results": [{"emotion_label", "confidence", "uncertain", "error"}, ...], "labelled", "refused", "inference_time_ms"}，与输入一一对应；空的或过长的文本在 "error" 里说明原因，不影响其他条。
+同样的接口：POST /api/classify {"texts": ["...", "..."]}。"""
+
 # Gradio's own words (buttons, footer) follow the browser's language, and its zh-CN lacks some
 # ("Copy message"): the page is Chinese whatever the browser says.
 GRADIO_WORDS = {
@@ -566,6 +616,10 @@ def build_demo(service: ModelService) -> gr.Blocks:
         async for text in chat_api(service, message, history):
             yield text
 
+    async def classify_many(texts: list[str]) -> dict:
+        """Labels of many texts: {"results": [{"emotion_label", "confidence", "uncertain", "error"}], ...}."""
+        return await classify_many_api(service, texts)
+
     engine = service.engine
     limit_chars = engine.max_input_chars if engine is not None else 0
 
@@ -577,34 +631,38 @@ def build_demo(service: ModelService) -> gr.Blocks:
             '<span class="hint">选择模式，或在消息前加 <code>#EMOTION#</code>（只判断情感）/ '
             '<code>#CHAT#</code>（只聊天）。</span>'
             f"\n\n<small>{page_text('small_model')}</small>", elem_id="header")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3, elem_id="conversation"):
-                chatbot = gr.Chatbot(
-                    label="对话", elem_id="chatbot", height=460, render_markdown=True, sanitize_html=True,
-                    allow_tags=False, feedback_options=None, group_consecutive_messages=False,
-                    buttons=["copy"], placeholder="发一句话试试：模型会先判断情感，再回复你。")
-                msg = gr.Textbox(
-                    show_label=False, placeholder="输入内容，回车发送（Shift+回车换行）", lines=1, max_lines=6,
-                    elem_id="msg", autofocus=True, submit_btn=False)
-                with gr.Row(elem_id="under-input"):
-                    notice = gr.Markdown(elem_id="notice")
-                    gr.HTML(f'<div id="char-count" data-limit="{limit_chars}" '
-                            f'data-template="{html.escape(page_text("count", chars="{chars}", limit_chars="{limit_chars}"))}"></div>',
-                            padding=False, elem_id="count-box")
-                with gr.Row(elem_id="actions"):
-                    send = gr.Button("发送", variant="primary", elem_id="send")
-                    stop = gr.Button("停止", variant="stop", elem_id="stop", interactive=False)
-                    clear = gr.Button("清空", elem_id="clear")
-                gr.Examples(EXAMPLES, inputs=[msg], label="示例")
-                # The footer's API button is hidden on phones; this one opens the same page everywhere.
-                api_docs = gr.Button("API 说明：/sentiment、/chat，以及 JSON 接口 POST /api/infer", size="sm",
-                                     elem_id="api-docs")
-                api_docs.click(None, js="() => document.querySelector('footer .show-api')?.click()",
-                               api_visibility="private")
-            with gr.Column(scale=1, min_width=240, elem_id="side"):
-                mode = gr.Radio(MODES, value=Mode.BOTH.value, label="模式", elem_id="mode")
-                label = gr.HTML(IDLE_SENTIMENT, elem_id="sentiment", padding=False)
-                timing = gr.Markdown(elem_id="timing")
+        with gr.Tabs(elem_id="tabs"):
+            with gr.Tab("对话与情感", id="chat", elem_id="chat-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, elem_id="conversation"):
+                        chatbot = gr.Chatbot(
+                            label="对话", elem_id="chatbot", height=460, render_markdown=True, sanitize_html=True,
+                            allow_tags=False, feedback_options=None, group_consecutive_messages=False,
+                            buttons=["copy"], placeholder="发一句话试试：模型会先判断情感，再回复你。")
+                        msg = gr.Textbox(
+                            show_label=False, placeholder="输入内容，回车发送（Shift+回车换行）", lines=1, max_lines=6,
+                            elem_id="msg", autofocus=True, submit_btn=False)
+                        with gr.Row(elem_id="under-input"):
+                            notice = gr.Markdown(elem_id="notice")
+                            gr.HTML(f'<div id="char-count" data-limit="{limit_chars}" '
+                                    f'data-template="{html.escape(page_text("count", chars="{chars}", limit_chars="{limit_chars}"))}"></div>',
+                                    padding=False, elem_id="count-box")
+                        with gr.Row(elem_id="actions"):
+                            send = gr.Button("发送", variant="primary", elem_id="send")
+                            stop = gr.Button("停止", variant="stop", elem_id="stop", interactive=False)
+                            clear = gr.Button("清空", elem_id="clear")
+                        gr.Examples(EXAMPLES, inputs=[msg], label="示例")
+                        # The footer's API button is hidden on phones; this one opens the same page everywhere.
+                        api_docs = gr.Button("API 说明：/sentiment、/chat，以及 JSON 接口 POST /api/infer", size="sm",
+                                             elem_id="api-docs")
+                        api_docs.click(None, js="() => document.querySelector('footer .show-api')?.click()",
+                                       api_visibility="private")
+                    with gr.Column(scale=1, min_width=240, elem_id="side"):
+                        mode = gr.Radio(MODES, value=Mode.BOTH.value, label="模式", elem_id="mode")
+                        label = gr.HTML(IDLE_SENTIMENT, elem_id="sentiment", padding=False)
+                        timing = gr.Markdown(elem_id="timing")
+            with gr.Tab("批量分析", id="batch", elem_id="batch-tab"):
+                batch_tab.build_batch_tab(service)
 
         # Each Send is an event of its own ("multiple": Gradio's default drops a Send while the previous
         # one runs). The page says itself what a message waits for, so Gradio's own timer is hidden.
@@ -617,7 +675,8 @@ def build_demo(service: ModelService) -> gr.Blocks:
         gr.on([clear.click, chatbot.clear], clear_session, inputs=[session],
               outputs=[chatbot, label, timing, msg, notice, stop], queue=False, cancels=[sent], api_visibility="private")
 
-        for fn, description in ((sentiment, SENTIMENT_API_DOC), (chat, CHAT_API_DOC)):
+        for fn, description in ((sentiment, SENTIMENT_API_DOC), (chat, CHAT_API_DOC),
+                                (classify_many, CLASSIFY_MANY_API_DOC)):
             documented_api(demo, fn, description)
 
     demo.queue(default_concurrency_limit=None, api_open=False)

@@ -11,9 +11,10 @@ import itertools
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
-from pipeline import ChatStream, Request, Sentiment
+from pipeline import ChatStream, Request, Sentiment, batch
+from pipeline.batch import BatchProgress
 from pipeline.messages import REFUSALS, refusal
 from pipeline.request import prepare, with_history
 
@@ -69,14 +70,19 @@ class Job:
             listener()
 
 
+# Kinds of turn, in the order they go when several ask: a label, a reply, a slice of a batch.
+QUICK, REPLY, BATCH = 0, 1, 2
+
+
 class ModelGate:
     """The model's one line: bounded admission, then turns on the model.
 
     A job is admitted once (Busy when max_waiting jobs already wait) and may then take several turns
-    on the model (a label, then a reply). Quick turns (a label, a few hundred ms) go one at a time,
-    in admission order, and do not wait for a reply that is running: the engine lets them in
-    between two of its tokens (pipeline.model_lock). Replies go one at a time, after every quick turn
-    that asks, in admission order. A cancelled job leaves at once, even while it holds the model: the
+    on the model (a label, then a reply; or a batch's slices). Quick turns (a label, a few hundred ms)
+    go one at a time, in admission order, and do not wait for a reply that is running: the engine lets
+    them in between two of its tokens (pipeline.model_lock). Replies go one at a time, after every
+    quick turn that asks, in admission order. A batch slice (under a second) goes only when no one else
+    asks, so a label or a reply waits behind a batch for one slice at most. A cancelled job leaves at once, even while it holds the model: the
     engine's own lock makes the next job wait for the cancelled one's last token, so no one waits for a
     client that is gone.
     """
@@ -87,8 +93,8 @@ class ModelGate:
         self.max_waiting = max_waiting
         self._cond = threading.Condition()
         self._admitted: dict[Job, int] = {}  # job -> admission number, until it leaves
-        self._asking: dict[Job, bool] = {}  # job -> quick, while it waits for a turn
-        self._holders: dict[Job, bool] = {}  # job -> quick, while it has its turn (one of each at most)
+        self._asking: dict[Job, int] = {}  # job -> kind of turn, while it waits for one
+        self._holders: dict[Job, int] = {}  # job -> kind, while it has its turn (a label beside a reply at most)
         self._numbers = itertools.count()
 
     @property
@@ -127,17 +133,18 @@ class ModelGate:
             self._cond.notify_all()
 
     @contextmanager
-    def turn(self, job: Job, quick: bool = False) -> Iterator[None]:
+    def turn(self, job: Job, quick: bool = False, batch: bool = False) -> Iterator[None]:
         """Wait for job's turn, hold the model for the block, then hand it on; Cancelled if cancelled first."""
-        for _ in self.wait_for_turn(job, quick):
+        for _ in self.wait_for_turn(job, quick, batch):
             pass
         try:
             yield
         finally:
             self.release(job)
 
-    def wait_for_turn(self, job: Job, quick: bool = False) -> Iterator[int]:
-        """Wait until job holds its turn, yielding how many turns come first whenever that changes.
+    def wait_for_turn(self, job: Job, quick: bool = False, batch: bool = False) -> Iterator[int]:
+        """Wait until job holds its turn (a label's if quick, a batch slice's if batch, else a reply's),
+        yielding how many turns come first whenever that changes.
 
         When the generator ends, job holds the model until release(job); Cancelled if cancelled first.
         """
@@ -146,7 +153,8 @@ class ModelGate:
                 if job.cancelled:
                     raise Cancelled("cancelled while waiting for the model")
                 raise ValueError("admit the job before its turn")
-            self._asking[job] = quick
+            kind = QUICK if quick else BATCH if batch else REPLY
+            self._asking[job] = kind
             self._cond.notify_all()  # the others' count of turns ahead may have changed
         told = None
         try:
@@ -155,7 +163,7 @@ class ModelGate:
                     while not job.cancelled:
                         if self._may_take(job):
                             del self._asking[job]
-                            self._holders[job] = quick
+                            self._holders[job] = kind
                             return
                         ahead = self._ahead(job)
                         if ahead != told:
@@ -176,26 +184,26 @@ class ModelGate:
                 self._cond.notify_all()
 
     def _may_take(self, job: Job) -> bool:
-        quick = self._asking[job]
-        if quick:  # a reply that holds the model lets labels in between its tokens
-            return True not in self._holders.values() and not self._ahead_asking(job)
-        return not self._holders and not self._ahead_asking(job)
+        return not self._ahead_asking(job) and not any(self._blocks(kind, self._asking[job])
+                                                       for kind in self._holders.values())
+
+    @staticmethod
+    def _blocks(holder: int, asker: int) -> bool:
+        """Whether a turn of kind holder keeps one of kind asker waiting (a reply lets labels in)."""
+        return not (holder == REPLY and asker == QUICK)
 
     def _ahead(self, job: Job) -> int:
-        holders = sum(1 for quick in self._holders.values() if quick or not self._asking[job])
+        holders = sum(self._blocks(kind, self._asking[job]) for kind in self._holders.values())
         return self._ahead_asking(job) + holders
 
     def _ahead_asking(self, job: Job) -> int:
         return sum(self._before(other, job) for other in self._asking)
 
     def _before(self, other: Job, job: Job) -> bool:
-        """Whether other (asking) goes before job (asking): quick first, then admission order."""
+        """Whether other (asking) goes before job (asking): by kind (QUICK, REPLY, BATCH), then admission order."""
         if other is job:
             return False
-        quick, other_quick = self._asking[job], self._asking[other]
-        if quick != other_quick:
-            return other_quick
-        return self._admitted[other] < self._admitted[job]
+        return (self._asking[other], self._admitted[other]) < (self._asking[job], self._admitted[job])
 
 
 @dataclass
@@ -284,6 +292,24 @@ class ModelService:
                 yield answer
         finally:
             answer.ahead = answer.waiting_for = None
+
+    def classify_many(self, texts: Sequence[Any], job: Job, batch_size: int | None = None) -> Iterator[BatchProgress]:
+        """Admit a batch of texts to label (UserInputError now if too many or none; Busy if the line is full).
+
+        Returns a generator of its progress (pipeline.batch): each slice takes a turn of its own, after
+        every label and reply that asks, so no one waits behind the batch for more than one slice.
+        Cancelling the job or closing the generator stops it between two slices.
+        """
+        run = batch.classify_many(self._engine(), texts, batch_size, turn=lambda: self.gate.turn(job, batch=True))
+        self.gate.admit(job)
+        return self._batch(run, job)
+
+    def _batch(self, run: Iterator[BatchProgress], job: Job) -> Iterator[BatchProgress]:
+        try:
+            yield from run
+        finally:
+            run.close()
+            self.gate.leave(job)
 
     def answer(self, request: Request, job: Job) -> Answer:
         """Run the request to its end (the whole reply); Cancelled if the job is cancelled first."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import demo  # first: it sets Gradio's environment before Gradio is imported
 import gradio as gr
-from fastapi import APIRouter
+from starlette.middleware import Middleware
 
 import pipeline
 from gate import ModelService
@@ -40,11 +41,15 @@ class ServerSettings(EnvSettings):
         "more are told \"busy, try again\".", flag="--queue-max-size")
     api_max_body_bytes: int = setting(
         1 << 20, "API_MAX_BODY_BYTES", "Largest /api/infer body accepted, in bytes.", flag="--api-max-body-bytes")
+    api_max_batch_body_bytes: int = setting(
+        8 << 20, "API_MAX_BATCH_BODY_BYTES",
+        "Largest /api/classify body accepted, in bytes (BATCH_MAX_TEXTS limits the number of texts).",
+        flag="--api-max-batch-body-bytes")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be between 0 and 65535, got {self.port}")
-        for name in ("queue_max_size", "api_max_body_bytes"):
+        for name in ("queue_max_size", "api_max_body_bytes", "api_max_batch_body_bytes"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -57,28 +62,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# Gradio's routes for files: /file= serves its upload and cache folders (shared by every Gradio app on
-# the machine) and fetches any public http(s) URL on the caller's behalf; /upload stores 1 MB files for
-# anyone, without limit. The page has no file inputs or outputs, so behind a share link these would only
-# serve strangers: they answer 404 before Gradio sees them.
-CLOSED_FILE_ROUTES = {
-    "/gradio_api/file={path:path}": ["GET", "HEAD"],
-    "/gradio_api/file/{path:path}": ["GET", "HEAD"],
-    "/gradio_api/upload": ["POST"],
-    "/gradio_api/upload_progress": ["GET"],
-}
+# Largest upload (the batch tab's file): 5,000 reviews of 500 characters in UTF-8 are about 7.5 MB.
+MAX_FILE_SIZE = "8mb"
+FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/", "/file=")
 
 
-def closed_file_routes() -> list:
-    """Routes that answer Gradio's file and upload paths with 404, for mounting ahead of Gradio's own."""
-    router = APIRouter()
+class FileRouteGuard:
+    """ASGI middleware: Gradio's file routes serve only Gradio's upload folder, nothing else.
 
-    def no_files():
-        return error(404, "not found: this app serves no files")
+    Gradio's own /file= also serves its examples cache (a folder in the working directory) and
+    fetches any public http(s) URL on the caller's behalf: behind a share link that would serve
+    strangers. The page needs only the batch tab's uploads and its labelled CSV, both kept in the
+    upload folder; every other path answers 404 before Gradio sees it.
+    """
 
-    for path, methods in CLOSED_FILE_ROUTES.items():
-        router.add_api_route(path, no_files, methods=methods, include_in_schema=False)
-    return list(router.routes)
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            prefix = next((p for p in FILE_ROUTES if path.startswith(p)), None)
+            if prefix is not None and not in_upload_folder(path[len(prefix):]):
+                response = error(404, "not found: this app serves only its own uploads and results")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def in_upload_folder(path: str) -> bool:
+    """Whether path (as a file route names it) is a file inside Gradio's upload folder."""
+    from gradio.utils import get_upload_folder
+
+    if not path.startswith("/"):
+        return False  # relative paths and URLs (http://...) are never ours
+    root = os.path.realpath(get_upload_folder())
+    real = os.path.realpath(path)
+    return real != root and os.path.commonpath([root, real]) == root
 
 
 @dataclass
@@ -96,12 +115,12 @@ class App:
         s = self.settings
         # The JSON routes are handed to the FastAPI app Gradio builds, so launch() (and with it
         # --share's tunnel) serves them on the same port, ahead of Gradio's own routes.
-        routes = list(api_router(self.service, s.api_max_body_bytes).routes) + closed_file_routes()
+        routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes).routes)
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
-            app_kwargs={"routes": routes}, theme=demo.theme(), css=demo.CSS, js=demo.PAGE_JS, i18n=demo.gradio_words(),
+            app_kwargs={"routes": routes, "middleware": [Middleware(FileRouteGuard)]}, theme=demo.theme(), css=demo.CSS, js=demo.PAGE_JS, i18n=demo.gradio_words(),
             show_error=False, footer_links=["api", "settings"], run_history=False, enable_monitoring=False,
-            ssr_mode=False, pwa=False, mcp_server=False, max_file_size="1mb", strict_cors=True)
+            ssr_mode=False, pwa=False, mcp_server=False, max_file_size=MAX_FILE_SIZE, strict_cors=True)
         kwargs.update(overrides)
         _, self.local_url, self.share_url = self.demo.launch(**kwargs)
         if kwargs["share"] and not self.share_url:

@@ -14,29 +14,32 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from gate import BUSY_MESSAGE, Answer, Busy, Cancelled, Job, ModelService
-from pipeline import UserInputError
+from pipeline import Sentiment, UserInputError
+from pipeline.batch import BatchProgress
 from pipeline.request import json_type
 
 log = logging.getLogger(__name__)
 
 INFER_FIELDS = ("text", "history", "mode")
+CLASSIFY_FIELDS = ("texts",)
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The fields of a raw /api/infer body (their values are checked by ModelService.prepare), or UserInputError."""
+def parse_body(body: bytes, fields: tuple[str, ...] = INFER_FIELDS, required: str = "text",
+               example: str = '{"text": "..."}') -> dict[str, Any]:
+    """The fields of a raw JSON API body (their values are checked by the service), or UserInputError."""
     try:
         payload = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise UserInputError("the body is not UTF-8 text") from None
     except (ValueError, RecursionError):
-        raise UserInputError('the body is not valid JSON; send {"text": "..."}') from None
+        raise UserInputError(f"the body is not valid JSON; send {example}") from None
     if not isinstance(payload, dict):
         raise UserInputError(f"the body must be a JSON object, not {json_type(payload)}")
-    unknown = sorted(set(payload) - set(INFER_FIELDS))
+    unknown = sorted(set(payload) - set(fields))
     if unknown:
-        raise UserInputError(f"unknown fields {', '.join(unknown)}; expected {', '.join(INFER_FIELDS)}")
-    if "text" not in payload:
-        raise UserInputError('"text" is required')
+        raise UserInputError(f"unknown fields {', '.join(unknown)}; expected {', '.join(fields)}")
+    if required not in payload:
+        raise UserInputError(f'"{required}" is required')
     return payload
 
 
@@ -52,6 +55,21 @@ def infer_result(answer: Answer) -> dict[str, Any]:
                               "chat": stream and round(stream.latency_ms, 1),
                               "total": round(answer.model_ms, 1)},
     }
+
+
+def sentiment_item(result: Sentiment | UserInputError) -> dict[str, Any]:
+    """One text's entry in a batch's results: its label, or why it was not read."""
+    if isinstance(result, UserInputError):
+        return {"emotion_label": None, "confidence": None, "uncertain": None, "error": str(result)}
+    return {"emotion_label": result.label, "confidence": round(result.confidence, 4), "uncertain": result.uncertain,
+            "error": None}
+
+
+def classify_result(progress: BatchProgress) -> dict[str, Any]:
+    """A /api/classify response body: one entry per text, in order, and the model's time for them all."""
+    return {"results": [sentiment_item(r) for r in progress.results],
+            "labelled": progress.total - progress.refused, "refused": progress.refused,
+            "inference_time_ms": round(sum(progress.slice_ms), 1)}
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -101,8 +119,16 @@ async def _run_until_disconnect(request: Request, fn: Callable[[], Any], job: Jo
             await watcher
 
 
-def api_router(service: ModelService, max_body_bytes: int = 1 << 20) -> APIRouter:
-    """/healthz and /api/infer (bodies up to max_body_bytes), for mounting beside the Gradio app."""
+def _wrong_method(example: str) -> Callable[[], Response]:
+    def wrong_method() -> Response:
+        """405 in the API's error shape."""
+        return error(405, f"use POST with a JSON body such as {example}", headers={"Allow": "POST"})
+
+    return wrong_method
+
+
+def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_body_bytes: int = 8 << 20) -> APIRouter:
+    """/healthz, /api/infer (bodies up to max_body_bytes) and /api/classify (up to max_batch_body_bytes)."""
     router = APIRouter()
 
     @router.api_route("/healthz", methods=["GET", "HEAD"])
@@ -143,9 +169,44 @@ def api_router(service: ModelService, max_body_bytes: int = 1 << 20) -> APIRoute
             return error(500, "internal error: the model could not answer this request")
         return JSONResponse(infer_result(answer))
 
-    @router.api_route("/api/infer", methods=["GET", "PUT", "PATCH", "DELETE"])
-    def infer_wrong_method() -> Response:
-        """405 in the API's error shape."""
-        return error(405, 'use POST with a JSON body such as {"text": "..."}', headers={"Allow": "POST"})
+    @router.post("/api/classify")
+    async def classify(request: Request) -> Response:
+        """The sentiment of each of many texts, as JSON; a bad text gets an error in its place."""
+        try:
+            body = await _read_body(request, max_batch_body_bytes)
+        except _TooLarge:
+            return error(413, f"the body is too large; the limit is {max_batch_body_bytes} bytes")
+        except ClientDisconnect:
+            return error(499, "the client went away while sending")
+        job = Job()
+        try:
+            fields = parse_body(body, CLASSIFY_FIELDS, "texts", '{"texts": ["...", "..."]}')
+            texts = fields["texts"]
+            if not isinstance(texts, list):
+                raise UserInputError(f'"texts" must be a list of strings, not {json_type(texts)}')
+            run = service.classify_many(texts, job)
+        except UserInputError as exc:
+            status = {"loading": 503, "too_many_texts": 413}.get(exc.key, 400)
+            return error(status, str(exc))
+        except Busy:
+            return error(503, BUSY_MESSAGE, headers={"Retry-After": "5"})
+
+        def finish() -> BatchProgress:
+            with contextlib.closing(run):
+                for progress in run:
+                    pass
+            return progress
+
+        try:
+            progress = await _run_until_disconnect(request, finish, job)
+        except Cancelled as exc:
+            return error(499, str(exc))
+        except Exception:
+            log.exception("/api/classify failed")
+            return error(500, "internal error: the model could not label these texts")
+        return JSONResponse(classify_result(progress))
+
+    for path, example in (("/api/infer", '{"text": "..."}'), ("/api/classify", '{"texts": ["...", "..."]}')):
+        router.add_api_route(path, _wrong_method(example), methods=["GET", "PUT", "PATCH", "DELETE"])
 
     return router

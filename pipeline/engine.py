@@ -10,8 +10,9 @@ from typing import Any, Sequence
 
 import torch
 
-from . import chat_format, packing
+from . import batch, chat_format, packing
 from .chat import BetweenTokens, ChatStream, GenerationCounts, trim_history
+from .errors import UserInputError
 from .loading import load_model
 from .messages import chars_for_tokens, limit_in_chars, refusal
 from .kv_store import ConversationCache, Taken
@@ -155,6 +156,22 @@ class Engine(GenerationCounts):
             log_odds = self.sentiment.question_log_odds(request.review_ids)
             latency_ms = (time.perf_counter() - started) * 1000
         return self.sentiment.parse(log_odds, latency_ms)
+
+    def classify_batch(self, reviews_ids: Sequence[Sequence[int]]) -> list[Sentiment]:
+        """The sentiments of several reviews (token ids from review_ids) read together in one forward."""
+        if not reviews_ids:
+            return []
+        with self._lock.hold():
+            started = time.perf_counter()
+            log_odds = self.sentiment.batch_log_odds(reviews_ids)
+            latency_ms = (time.perf_counter() - started) * 1000
+        return [self.sentiment.parse(row, latency_ms / len(reviews_ids)) for row in log_odds]
+
+    def classify_many(self, texts: Sequence[object], batch_size: int | None = None) -> list[Sentiment | UserInputError]:
+        """The sentiment of every text, read in slices (pipeline.batch); a refused text gets its UserInputError."""
+        for progress in batch.classify_many(self, texts, batch_size):
+            pass
+        return progress.results
 
     def chat(self, request: Request, max_new_tokens: int | None = None) -> ChatStream:
         """Start the reply to a prepared request; returns a stream of text pieces."""

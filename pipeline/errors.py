@@ -7,12 +7,13 @@ class UserInputError(ValueError):
     """The caller's text, history or arguments cannot be served; the message says why (in English).
 
     `chinese` is the same for the page (pipeline.messages.refusal fills both); errors raised with
-    plain English (settings, CLI flags) show that.
+    plain English (settings, CLI flags) show that. `key` names the refusal (messages.REFUSALS), if any.
     """
 
-    def __init__(self, message: str, chinese: str | None = None):
+    def __init__(self, message: str, chinese: str | None = None, key: str | None = None):
         super().__init__(message)
         self.chinese = chinese or message
+        self.key = key
 
 
 class WeightsNotFoundError(FileNotFoundError):

@@ -41,6 +41,9 @@ REFUSALS = {
     "history_not_string": Text("history[{i}].content must be a string, not {type}", "对话记录的格式不对"),
     "loading": Text("the model is still loading; try again in a moment", "模型还在加载，请稍等片刻再试"),
     "busy": Text("busy, try again", "排队的消息太多，模型正忙，请稍后再试"),
+    "too_many_texts": Text("too many texts: {count}; the limit is {limit} per batch",
+                           "条数太多：{count} 条，每批最多 {limit} 条，请分成几批"),
+    "no_texts": Text('"texts" is empty: send at least one text', "没有找到要分析的内容"),
 }
 
 # What the page says while it works (Chinese only: the JSON API has no such states).
@@ -81,4 +84,4 @@ def page_text(key: str, **params) -> str:
 def refusal(key: str, **params) -> UserInputError:
     """The UserInputError for a key of REFUSALS, in both languages."""
     text = REFUSALS[key]
-    return UserInputError(text.en.format(**params), text.zh.format(**params))
+    return UserInputError(text.en.format(**params), text.zh.format(**params), key)

@@ -89,6 +89,10 @@ class SentimentScorer:
             else:
                 hidden = self._last_hidden_batched(list(text_ids), use_prefix_cache)
             logits = torch.nn.functional.linear(hidden, self._head, self._head_bias).float()
+        return self._log_odds(logits)
+
+    def _log_odds(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per question: log P(LABELS[0]'s words) - log P(LABELS[1]'s), from its row of answer-word logits."""
         out, start = [], 0
         for q, (ids, owners) in enumerate(zip(self.answer_ids, self.answer_label)):
             row = torch.log_softmax(logits[q, start:start + len(ids)], -1)
@@ -96,6 +100,43 @@ class SentimentScorer:
             per_label = [torch.logsumexp(row[[j for j, o in enumerate(owners) if o == k]], 0) for k in range(len(LABELS))]
             out.append(per_label[0] - per_label[1])
         return torch.stack(out)
+
+    def batch_log_odds(self, texts_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """question_log_odds for several reviews in one forward: a (reviews, questions) tensor.
+
+        Each review is a row on its own copy of the prefix cache, right-padded to the longest; the
+        attention mask hides the padding from later tokens and the position ids continue from each
+        row's own last real token, so every row computes what it would alone (within float rounding).
+        """
+        rows = [list(ids) for ids in texts_ids]
+        with torch.inference_mode():
+            cache = copy.deepcopy(self._prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+            past = torch.ones(len(rows), len(self.prefix_ids), dtype=torch.long)
+            q = len(self.suffixes)
+            if q == 1:  # one question: the review and its suffix in one forward
+                hidden, _ = self._padded_forward([r + self.suffixes[0] for r in rows], cache, past)
+            else:  # the reviews, then each review's questions as rows on its cache
+                _, past = self._padded_forward(rows, cache, past)
+                cache.batch_repeat_interleave(q)
+                hidden, _ = self._padded_forward([s for _ in rows for s in self.suffixes], cache,
+                                                 past.repeat_interleave(q, 0))
+            hidden = hidden.view(len(rows), q, -1)
+            logits = torch.nn.functional.linear(hidden, self._head, self._head_bias).float()
+        return torch.stack([self._log_odds(row) for row in logits])
+
+    def _padded_forward(self, rows: list[list[int]], cache, past_mask: torch.Tensor):
+        """Run right-padded rows after a batched cache; (each row's last real hidden state, the new mask)."""
+        lengths = torch.tensor([len(r) for r in rows])
+        width = max(1, int(lengths.max()))
+        ids = torch.tensor([r + [r[-1] if r else 0] * (width - len(r)) for r in rows])
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        positions = past_mask.sum(1, keepdim=True) + torch.arange(width)[None, :]
+        full_mask = torch.cat([past_mask, mask], 1)
+        out = self.model.base_model(input_ids=ids, attention_mask=full_mask, position_ids=positions,
+                                    past_key_values=cache, use_cache=True)
+        last = (lengths - 1).clamp(min=0)
+        return out.last_hidden_state[torch.arange(len(rows)), last], full_mask
 
     def _last_hidden_single(self, text_ids: list[int], use_prefix_cache: bool) -> torch.Tensor:
         body = text_ids + self.suffixes[0]

@@ -48,6 +48,12 @@ class Settings(EnvSettings):
         48, "CHAT_STOP_LOOP_TOKENS",
         "End a reply that repeats one phrase: once its last N tokens (and at least 4 copies of the phrase) "
         "are the same phrase over and over. 0: never.")
+    sentiment_batch_size: int = setting(
+        16, "SENTIMENT_BATCH_SIZE",
+        "Most reviews read in one forward by the batch tab and /api/classify (reviews of similar length go "
+        "together, and a slice also holds at most 1,024 review tokens). bench/README.md has the curve.")
+    batch_max_texts: int = setting(
+        5000, "BATCH_MAX_TEXTS", "Most texts in one batch (a file on the batch tab, or one /api/classify call).")
     do_sample: bool | None = setting(
         None, "CHAT_DO_SAMPLE", "Sample chat replies (true) or decode greedily. Unset: the model's generation_config.")
     temperature: float | None = setting(
@@ -75,7 +81,8 @@ class Settings(EnvSettings):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", Path(self.model_dir).expanduser())
-        for name in ("max_input_tokens", "chat_max_new_tokens", "history_token_budget"):
+        for name in ("max_input_tokens", "chat_max_new_tokens", "history_token_budget", "sentiment_batch_size",
+                     "batch_max_texts"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.sentiment_uncertain_below is not None and not 0.5 <= self.sentiment_uncertain_below <= 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 from pipeline import LABELS, Request, Sentiment, prepare
@@ -82,8 +83,12 @@ class FakeEngine(GenerationCounts):
 
     def __init__(self, reply_pieces: list[str] | None = None, gate: threading.Event | None = None,
                  max_input_chars: int = 1000, classify_gate: threading.Event | None = None,
-                 finish_reason: str = "stop"):
+                 finish_reason: str = "stop", batch_size: int = 4, batch_max_texts: int = 5000,
+                 slice_gate: threading.Event | None = None):
         super().__init__()
+        self.settings = SimpleNamespace(sentiment_batch_size=batch_size, batch_max_texts=batch_max_texts)
+        self.slice_gate = slice_gate
+        self.slicing = threading.Event()
         self.calls: list[tuple[str, Any]] = []
         self.reply_pieces = reply_pieces
         self.gate = gate
@@ -111,12 +116,17 @@ class FakeEngine(GenerationCounts):
         if self.classify_gate is not None:
             self.classifying.set()
             self.classify_gate.wait()
-        negative = any(word in text for word in ("差", "坏", "失望", "糟"))
-        label = LABELS[1] if negative else LABELS[0]
-        other = LABELS[0] if negative else LABELS[1]
-        if any(word in text for word in ("一般", "还行")):  # mixed: too close to call
-            return Sentiment(label, 0.58, 1.5, {label: 0.58, other: 0.42}, uncertain=True)
-        return Sentiment(label, 0.9, 1.5, {label: 0.9, other: 0.1})
+        return keyword_sentiment(text)
+
+    def classify_batch(self, reviews_ids) -> list[Sentiment]:
+        """keyword labels of several texts (ids are characters); with slice_gate, sets `slicing` and waits first."""
+        texts = ["".join(map(chr, ids)) for ids in reviews_ids]
+        self.calls.append(("classify_batch", texts))
+        if self.slice_gate is not None:
+            self.slicing.set()
+            self.slice_gate.wait()
+            self.slice_gate.clear()
+        return [keyword_sentiment(text) for text in texts]
 
     def chat(self, request: Request, max_new_tokens: int | None = None) -> FakeChatStream:
         history, message = list(request.history), request.text
@@ -124,3 +134,13 @@ class FakeEngine(GenerationCounts):
         pieces = self.reply_pieces if self.reply_pieces is not None else ["回复", "：", message]
         self._generation_started()
         return FakeChatStream(pieces, self.gate, self._generation_done, self.finish_reason)
+
+
+def keyword_sentiment(text: str) -> Sentiment:
+    """负面 if the text has a word of complaint, else 正面; "一般"/"还行": uncertain."""
+    negative = any(word in text for word in ("差", "坏", "失望", "糟"))
+    label = LABELS[1] if negative else LABELS[0]
+    other = LABELS[0] if negative else LABELS[1]
+    if any(word in text for word in ("一般", "还行")):  # mixed: too close to call
+        return Sentiment(label, 0.58, 1.5, {label: 0.58, other: 0.42}, uncertain=True)
+    return Sentiment(label, 0.9, 1.5, {label: 0.9, other: 0.1})

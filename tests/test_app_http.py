@@ -135,7 +135,8 @@ def test_infer_needs_post(url):
 
 
 def test_gradio_client_sentiment_and_streamed_chat(client):
-    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/sentiment", "/chat"}
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/sentiment", "/chat", "/classify_many"}
     result = client.predict("服务很好，下次还来", api_name="/sentiment")
     assert result["label"] in LABELS and 0.5 <= result["confidence"] <= 1 and result["inference_time_ms"] > 0
     assert isinstance(result["uncertain"], bool)
@@ -145,6 +146,20 @@ def test_gradio_client_sentiment_and_streamed_chat(client):
     assert outputs and all(isinstance(o, str) for o in outputs)
     assert all(outputs[i + 1].startswith(outputs[i]) for i in range(len(outputs) - 1))  # the text so far
     assert job.outputs()[-1] == outputs[-1]
+
+
+def test_many_texts_through_gradio_client_and_the_json_api_agree_with_one_by_one(client, url):
+    texts = ["服务很好，下次还来", "", "太差了"]
+    by_client = client.predict(texts, api_name="/classify_many")
+    by_json = httpx.post(f"{url}/api/classify", json={"texts": texts}, timeout=60).json()
+    one = client.predict(texts[0], api_name="/sentiment")
+    for body in (by_client, by_json):
+        assert [r["emotion_label"] is None for r in body["results"]] == [False, True, False]
+        assert body["results"][0]["emotion_label"] == one["label"]
+        assert body["results"][0]["confidence"] == pytest.approx(one["confidence"], abs=1e-3)
+        assert "empty" in body["results"][1]["error"] and (body["labelled"], body["refused"]) == (2, 1)
+    with pytest.raises(AppError, match="too many texts"):
+        client.predict(["好"] * 5001, api_name="/classify_many")
 
 
 def test_gradio_client_errors_carry_the_reason(client):

@@ -332,3 +332,53 @@ def test_gradio_s_own_words_are_chinese_whatever_the_browser_language(browser):
             assert "通过 API 使用" in page.inner_text("footer")
     finally:
         context.close()
+
+
+class PacedSlices(RecordingEngine):
+    """The tiny model, each batch slice paced so the progress bar can be seen."""
+
+    def classify_batch(self, reviews_ids):
+        threading.Event().wait(0.03)
+        return self._engine.classify_batch(reviews_ids)
+
+
+def test_a_2000_row_csv_goes_through_the_batch_tab(page, tiny_engine, tmp_path):
+    """Upload, progress, table and charts, then a download with every row and its label."""
+    import csv
+    import io
+
+    rows = [[str(i), ("质量很好，物流也快" if i % 3 else "太差了，再也不买") + f"（第 {i} 条）", str(i % 5 + 1)]
+            for i in range(2000)]
+    rows[7][1] = ""  # an empty review and one too long for the tiny model: marked, not dropped
+    rows[11][1] = "很长" * 200
+    upload = tmp_path / "店铺评论导出.csv"
+    with upload.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["编号", "评论", "评分"], *rows])
+    with serve(PacedSlices(tiny_engine)) as app:
+        open_app(page, app)
+        page.get_by_role("tab", name="批量分析").click()
+        page.set_input_files("#batch-file input[type=file]", str(upload))
+        page.wait_for_function("document.querySelector('#batch-info').innerText.includes('2000 行')")
+        assert "分析「评论」列" in page.inner_text("#batch-info")
+        page.click("#batch-start")
+        progress = page.wait_for_selector("text=/已完成 \\d+ \\/ 2000 条/")
+        assert progress is not None
+        page.wait_for_function("document.querySelector('#batch-summary').innerText.includes('已分析')",
+                               timeout=300_000)
+        summary = page.inner_text("#batch-summary")
+        assert "已分析 1998 / 2000 条" in summary and "2 条未分析" in summary, summary
+        page.wait_for_selector("#batch-table table")
+        assert page.locator("#batch-counts").is_visible() and page.locator("#batch-histogram").is_visible()
+        page.wait_for_selector("#batch-counts canvas, #batch-counts svg")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-batch.png"), full_page=True)
+        with page.expect_download() as download_info:
+            page.click("#batch-download")
+        data = Path(download_info.value.path()).read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")
+    back = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert back[0] == ["编号", "评论", "评分", "情感", "置信度", "拿不准", "备注"]
+    assert [r[:3] for r in back[1:]] == rows
+    labels = [r[3] for r in back[1:]]
+    assert labels.count("") == 2 and set(labels) - {""} <= {"正面", "负面"}
+    assert back[8][6] == "请先输入内容再发送" and back[12][6].startswith("内容过长")

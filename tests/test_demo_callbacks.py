@@ -396,11 +396,11 @@ def test_gradio_starts_every_event_at_once_and_the_gate_is_the_one_line():
 
     app = server.create_app(FakeEngine(), server.ServerSettings(queue_max_size=3))
     fns = {fn.name: fn for fn in app.demo.fns.values()}
-    model_fns = [fns[name] for name in ("on_send", "sentiment", "chat")]
+    model_fns = [fns[name] for name in ("on_send", "sentiment", "chat", "on_start", "classify_many")]
     assert {fn.concurrency_limit for fn in model_fns} == {None}
     assert app.service.gate.max_waiting == 3
     public = {fn.api_name for fn in app.demo.fns.values() if fn.api_visibility == "public"}
-    assert public == {"sentiment", "chat"}
+    assert public == {"sentiment", "chat", "classify_many"}
     assert app.demo.analytics_enabled is False
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # set by importing demo, before gradio
 
@@ -458,3 +458,19 @@ def test_the_chat_always_shows_every_message_since_the_last_clear(script):
     assert session.display in last  # the page's last word on the chat is the whole conversation
     kept = [m["content"] for m in session.history if m["role"] == "user"]
     assert kept == [t for t, a in zip(shown, answers) if not a.startswith(("（已停止）", "😄", "😞", "😐"))]
+
+
+def test_a_tab_s_chat_updates_reach_the_page_in_the_order_they_were_copied():
+    """Two Sends of one tab: while one's update waits to be sent (its generator not yet resumed), the other
+    cannot copy the chat, so an older copy is never sent after a newer one (a reply's end overwritten)."""
+    service, session = service_for(FakeEngine()), demo.Session()
+    first = respond(service, "第一句", "emotion", session)
+    next(first)  # its update is with Gradio: the generator is not resumed until it has been sent
+    copied = threading.Event()
+    second = threading.Thread(target=lambda: (next(respond(service, "第二句", "emotion", session)), copied.set()),
+                              daemon=True)
+    second.start()
+    assert not copied.wait(0.3), "the second Send copied the chat while the first one's update was unsent"
+    for _ in first:  # resumed: the second one may copy now
+        break
+    assert copied.wait(5)

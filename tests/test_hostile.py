@@ -21,6 +21,7 @@ from gradio import utils as gr_utils
 import pytest
 
 import demo
+import server
 from demo import Session
 from pipeline import LABELS, route
 from tests.served import RecordingEngine, collect, serve, wait_until
@@ -347,10 +348,19 @@ def test_file_routes_serve_nothing_from_the_disk_or_elsewhere(app, tmp_path):
     assert httpx.get(f"{url}/healthz").status_code == 200
 
 
-def test_no_one_can_upload_files_through_the_app(app):
+def test_uploads_are_capped_and_come_back_only_as_downloads(app):
+    """The batch tab needs uploads: one is stored in Gradio's upload folder, an HTML one is never
+    rendered as a page of this origin, and one over the size cap is refused."""
     url = app.local_url.rstrip("/")
     response = httpx.post(f"{url}/gradio_api/upload",
                           files={"files": ("x.html", b"<script>alert(1)</script>", "text/html")})
-    assert response.status_code == 404 and "serves no files" in response.json()["error"]
-    assert httpx.get(f"{url}/gradio_api/upload_progress", params={"upload_id": "x"}).status_code == 404
+    assert response.status_code == 200, response.text
+    [stored] = response.json()
+    assert server.in_upload_folder(stored)
+    served = httpx.get(f"{url}/gradio_api/file={stored}")
+    assert served.status_code == 200 and served.content == b"<script>alert(1)</script>"
+    assert served.headers["content-disposition"].startswith("attachment"), served.headers
+    too_big = httpx.post(f"{url}/gradio_api/upload",
+                         files={"files": ("big.csv", b"a" * (9 << 20), "text/csv")})
+    assert too_big.status_code == 413, too_big.status_code
 

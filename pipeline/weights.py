@@ -51,9 +51,11 @@ def fetch(model_id: str = DEFAULT_MODEL_ID, revision: str | None = None, dest: P
     if not force and _already_there(dest, model_id, revision):
         return dest
     staging = dest.parent / f".{dest.name}.download"
-    download(model_id, revision, staging, room_for_fp32=True)
-    convert(staging, dest, force=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        download(model_id, revision, staging, room_for_fp32=True)
+        convert(staging, dest, force=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # failed or not: no hidden half-download left next to dest
     return dest
 
 
@@ -68,10 +70,18 @@ def download(model_id: str, revision: str | None, folder: Path, room_for_fp32: b
     # The FP32 copy is at most twice the size of a BF16/FP16 checkpoint.
     needed = sum(s.size or 0 for s in files.values()) + (2 * weight_bytes if room_for_fp32 else 0)
     ensure_free_space(folder.parent, needed)
-    _download(model_id, info.sha, folder, sorted(files))
-    manifest = {"model_id": model_id, "revision": info.sha, "source": _endpoint(),
-                "created_by": "python -m pipeline.weights", "files": _verify_download(folder, files)}
-    _write_text(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    created = not folder.exists()
+    try:
+        _download(model_id, info.sha, folder, sorted(files))
+        manifest = {"model_id": model_id, "revision": info.sha, "source": _endpoint(),
+                    "created_by": "python -m pipeline.weights", "files": _verify_download(folder, files)}
+        _write_text(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    except BaseException:
+        # huggingface_hub deletes a partly downloaded file, so a half-filled folder would only block the next
+        # run (it refuses an existing dest without --force): remove the folder if this run made it.
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 
@@ -207,7 +217,8 @@ def _download(model_id: str, revision: str, staging: Path, names: list[str]) -> 
     try:
         snapshot_download(model_id, revision=revision, local_dir=staging, allow_patterns=names)
     except (errors.HTTPError, errors.LocalEntryNotFoundError) as exc:
-        raise WeightsError(f"download of {model_id} failed: {exc}. Run the same command again to resume.") from None
+        raise WeightsError(f"download of {model_id} failed: {exc}. Check the network and run the same command "
+                           "again.") from None
     except OSError as exc:
         raise WeightsError(f"download of {model_id} into {staging} failed: {exc}") from None
 

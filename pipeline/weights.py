@@ -203,11 +203,11 @@ def _model_info(model_id: str, revision: str | None):
         raise WeightsError("HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it, or convert a folder "
                            "you already have with --from-dir DIR.") from None
     except errors.HfHubHTTPError as exc:
-        raise WeightsError(f"{where} answered with an error for {model_id}: {exc}") from None
+        raise WeightsError(f"{where} answered with an error for {model_id}: {_first_line(exc)}") from None
     except errors.HTTPError as exc:  # transport level: DNS, refused, timeout, TLS
         raise WeightsError(
-            f"cannot reach {where} ({type(exc).__name__}: {exc}). No network? On an air-gapped machine copy "
-            "the model folder over and run `python -m pipeline.weights --from-dir DIR`.") from None
+            f"cannot reach {where} ({type(exc).__name__}: {_first_line(exc)}). No network? On an air-gapped "
+            "machine copy the model folder over and run `python -m pipeline.weights --from-dir DIR`.") from None
 
 
 def _download(model_id: str, revision: str, staging: Path, names: list[str]) -> None:
@@ -217,10 +217,10 @@ def _download(model_id: str, revision: str, staging: Path, names: list[str]) -> 
     try:
         snapshot_download(model_id, revision=revision, local_dir=staging, allow_patterns=names)
     except (errors.HTTPError, errors.LocalEntryNotFoundError) as exc:
-        raise WeightsError(f"download of {model_id} failed: {exc}. Check the network and run the same command "
-                           "again.") from None
+        raise WeightsError(f"download of {model_id} failed: {_first_line(exc)}. Check the network and run the same "
+                           "command again.") from None
     except OSError as exc:
-        raise WeightsError(f"download of {model_id} into {staging} failed: {exc}") from None
+        raise WeightsError(f"download of {model_id} into {staging} failed: {_first_line(exc)}") from None
 
 
 def _verify_download(staging: Path, files: dict) -> dict:
@@ -360,6 +360,13 @@ def _endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+def _first_line(exc: BaseException) -> str:
+    # huggingface_hub's messages run over several lines (the url, a docs link, the server's text); the first
+    # says what failed, and the tool's error stays one line.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
 def _gib(n: int) -> str:

@@ -173,12 +173,17 @@ def _check_model_dir(model_dir: Path) -> None:
 
 def _already_there(dest: Path, model_id: str, revision: str | None) -> bool:
     manifest = _read_manifest(dest)
-    if manifest.get("model_id") != model_id or (revision and revision != manifest.get("revision")):
+    if manifest.get("model_id") != model_id:
         if dest.exists():
             raise WeightsError(f"{dest} already exists but has no manifest for {model_id}"
                                f"{'@' + revision if revision else ''}: convert what is there with "
                                f"`python -m pipeline.weights --from-dir {dest}`, or pass --force to download again.")
         return False
+    # The manifest records a commit; a branch or tag name (--revision main) is asked of the hub.
+    held = manifest.get("revision")
+    if revision and revision != held and _model_info(model_id, revision).sha != held:
+        raise WeightsError(f"{dest} holds {model_id}@{held}, not revision {revision}: "
+                           "pass --force to replace it, or --dest another folder.")
     verify(dest)
     print(f"{dest} already holds {model_id}@{manifest['revision']} (verified); pass --force to fetch again.",
           file=sys.stderr)

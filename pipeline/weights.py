@@ -51,9 +51,11 @@ def fetch(model_id: str = DEFAULT_MODEL_ID, revision: str | None = None, dest: P
     if not force and _already_there(dest, model_id, revision):
         return dest
     staging = dest.parent / f".{dest.name}.download"
-    download(model_id, revision, staging, room_for_fp32=True)
-    convert(staging, dest, force=True)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        download(model_id, revision, staging, room_for_fp32=True)
+        convert(staging, dest, force=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # failed or not: no hidden half-download left next to dest
     return dest
 
 
@@ -68,10 +70,18 @@ def download(model_id: str, revision: str | None, folder: Path, room_for_fp32: b
     # The FP32 copy is at most twice the size of a BF16/FP16 checkpoint.
     needed = sum(s.size or 0 for s in files.values()) + (2 * weight_bytes if room_for_fp32 else 0)
     ensure_free_space(folder.parent, needed)
-    _download(model_id, info.sha, folder, sorted(files))
-    manifest = {"model_id": model_id, "revision": info.sha, "source": _endpoint(),
-                "created_by": "python -m pipeline.weights", "files": _verify_download(folder, files)}
-    _write_text(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    created = not folder.exists()
+    try:
+        _download(model_id, info.sha, folder, sorted(files))
+        manifest = {"model_id": model_id, "revision": info.sha, "source": _endpoint(),
+                    "created_by": "python -m pipeline.weights", "files": _verify_download(folder, files)}
+        _write_text(folder / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    except BaseException:
+        # huggingface_hub deletes a partly downloaded file, so a half-filled folder would only block the next
+        # run (it refuses an existing dest without --force): remove the folder if this run made it.
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 
@@ -163,12 +173,17 @@ def _check_model_dir(model_dir: Path) -> None:
 
 def _already_there(dest: Path, model_id: str, revision: str | None) -> bool:
     manifest = _read_manifest(dest)
-    if manifest.get("model_id") != model_id or (revision and revision != manifest.get("revision")):
+    if manifest.get("model_id") != model_id:
         if dest.exists():
             raise WeightsError(f"{dest} already exists but has no manifest for {model_id}"
                                f"{'@' + revision if revision else ''}: convert what is there with "
                                f"`python -m pipeline.weights --from-dir {dest}`, or pass --force to download again.")
         return False
+    # The manifest records a commit; a branch or tag name (--revision main) is asked of the hub.
+    held = manifest.get("revision")
+    if revision and revision != held and _model_info(model_id, revision).sha != held:
+        raise WeightsError(f"{dest} holds {model_id}@{held}, not revision {revision}: "
+                           "pass --force to replace it, or --dest another folder.")
     verify(dest)
     print(f"{dest} already holds {model_id}@{manifest['revision']} (verified); pass --force to fetch again.",
           file=sys.stderr)
@@ -193,11 +208,11 @@ def _model_info(model_id: str, revision: str | None):
         raise WeightsError("HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it, or convert a folder "
                            "you already have with --from-dir DIR.") from None
     except errors.HfHubHTTPError as exc:
-        raise WeightsError(f"{where} answered with an error for {model_id}: {exc}") from None
+        raise WeightsError(f"{where} answered with an error for {model_id}: {_first_line(exc)}") from None
     except errors.HTTPError as exc:  # transport level: DNS, refused, timeout, TLS
         raise WeightsError(
-            f"cannot reach {where} ({type(exc).__name__}: {exc}). No network? On an air-gapped machine copy "
-            "the model folder over and run `python -m pipeline.weights --from-dir DIR`.") from None
+            f"cannot reach {where} ({type(exc).__name__}: {_first_line(exc)}). No network? On an air-gapped "
+            "machine copy the model folder over and run `python -m pipeline.weights --from-dir DIR`.") from None
 
 
 def _download(model_id: str, revision: str, staging: Path, names: list[str]) -> None:
@@ -207,9 +222,10 @@ def _download(model_id: str, revision: str, staging: Path, names: list[str]) -> 
     try:
         snapshot_download(model_id, revision=revision, local_dir=staging, allow_patterns=names)
     except (errors.HTTPError, errors.LocalEntryNotFoundError) as exc:
-        raise WeightsError(f"download of {model_id} failed: {exc}. Run the same command again to resume.") from None
+        raise WeightsError(f"download of {model_id} failed: {_first_line(exc)}. Check the network and run the same "
+                           "command again.") from None
     except OSError as exc:
-        raise WeightsError(f"download of {model_id} into {staging} failed: {exc}") from None
+        raise WeightsError(f"download of {model_id} into {staging} failed: {_first_line(exc)}") from None
 
 
 def _verify_download(staging: Path, files: dict) -> dict:
@@ -349,6 +365,13 @@ def _endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+def _first_line(exc: BaseException) -> str:
+    # huggingface_hub's messages run over several lines (the url, a docs link, the server's text); the first
+    # says what failed, and the tool's error stays one line.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
 def _gib(n: int) -> str:

@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UserInputError, pipeline.WeightsNotFoundError, pipeline.ModelCompatibilityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"* Loaded {engine.model_name} in {time.perf_counter() - started:.1f} s", flush=True)
+    print(f"* Loaded {engine.model_name} in {time.perf_counter() - started:.1f} s; linear layers: "
+          f"{engine.linear_path}", flush=True)
     app = create_app(engine, settings)
     try:
         app.launch()

@@ -137,7 +137,8 @@ def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_b
         engine = service.engine
         if engine is None:
             return JSONResponse({"status": "loading", "error": "the model is still loading"}, status_code=503)
-        return JSONResponse({"status": "ok", "model": engine.model_name, "busy": service.gate.busy,
+        return JSONResponse({"status": "ok", "model": engine.model_name, "linear_layers": engine.linear_path,
+                             "busy": service.gate.busy,
                              "waiting": service.gate.waiting, "active_generations": engine.active_generations})
 
     @router.post("/api/infer")

@@ -1,4 +1,4 @@
-"""docker-compose.yml as Docker Compose itself reads them (`config`: no daemon).
+"""docker-compose.yml and docker-compose.scale.yml as Docker Compose itself reads them (`config`: no daemon).
 
 Compose v2 (`docker compose` or a v2 `docker-compose`) prints JSON with `config --format json`; Debian
 bookworm's docker-compose is v1 (1.29.2), which prints YAML. Both are reduced to the same plain view here.
@@ -23,9 +23,12 @@ from pipeline import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
+SCALE = ROOT / "docker-compose.scale.yml"
 # Env vars the app reads that compose does not pass: the image fixes them (Dockerfile ENV), and the port
 # mapping and the baked-in weights depend on their values there.
 SET_BY_THE_IMAGE = {"MODEL_DIR", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"}
+# Passed to the single app, not to the replicas: a share link would reach one replica, past nginx.
+NOT_FOR_REPLICAS = {"GRADIO_SHARE"}
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -154,3 +157,26 @@ def test_every_setting_the_app_reads_is_passed_through(config):
     assert app["ports"] == [("8081", 7860)]
     assert app["build"]["args"] == {"MODEL_ID": "org/m", "MODEL_NAME": "m", "MODEL_REVISION": ""}
 
+
+def test_scale_file_is_the_app_behind_nginx(config):
+    single = config(COMPOSE)["app"]
+    services = config(SCALE)
+    assert set(services) == {"app", "lb"}
+    app, lb = services["app"], services["lb"]
+    # The replicas publish nothing (N containers cannot share one host port): nginx does.
+    assert app["ports"] == [] and app["expose"] == ["7860"]
+    assert {**app, "ports": single["ports"], "expose": single["expose"], "environment": {}} == {
+        **single, "environment": {}}
+    assert set(app["environment"]) == set(single["environment"]) - NOT_FOR_REPLICAS
+    assert lb["image"].startswith("nginx:")
+    assert lb["ports"] == [("7860", 80)]
+    assert lb["volumes"] == [(str(ROOT / "deploy" / "nginx.conf"), "/etc/nginx/nginx.conf", True)]
+    assert lb["depends_on"] == {"app": "service_healthy"}
+    assert lb["restart"] == "unless-stopped"
+    # nginx.conf listens where compose publishes and sends to where the replicas listen.
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert re.search(r"^\s+listen 80;", conf, re.M)
+    assert re.search(r"^\s+server app:7860\b", conf, re.M)
+    values = {name: "x" for name in app["environment"]}
+    scaled = config(SCALE, PORT="8081", **values)
+    assert scaled["lb"]["ports"] == [("8081", 80)] and scaled["app"]["environment"] == values

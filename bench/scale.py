@@ -11,7 +11,8 @@ Then one line per check, and exit status 1 if any failed:
      (nginx's access log names the replica of each request);
   3. streaming: gradio_client's /chat through nginx yields the reply in pieces that arrive at different
      times and end in the text a replica gives directly (greedy decoding); each gradio_client (its
-     cookie) stays on one replica;
+     cookie) stays on one replica; the page in headless Chromium (when chromium and playwright are
+     installed) gets a label and a reply, all its requests on one replica;
   4. POST /api/infer through nginx (emotion and both);
   5. /healthz of each replica directly, and through nginx (answered by whichever replica the key picks);
   6. the body limit: an /api/infer body of API_MAX_BODY_BYTES passes nginx, one byte more gets nginx's
@@ -297,6 +298,45 @@ def check_streaming(check: Checks, lb: Nginx, replicas: list[DemoServer], users:
                     for k, r in enumerate(runs)))
 
 
+def check_browser(check: Checks, lb: Nginx, work: Path) -> None:
+    """The page in headless Chromium through nginx: a message gets its label and reply, all from one replica."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        chromium = None
+    if chromium is None:
+        print("SKIP  the page in Chromium through nginx: no chromium or playwright", flush=True)
+        return
+    message = "今天的实验终于成功了，太开心了！"
+    start = lb.log_size()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+            page.set_default_timeout(120_000)
+            page.goto(f"{lb.url}/")
+            page.wait_for_selector("#msg textarea")
+            page.fill("#msg textarea", message)
+            page.press("#msg textarea", "Enter")
+            page.wait_for_function("document.querySelector('#timing').innerText.includes('回复')")
+            verdict = page.inner_text("#sentiment .verdict").strip()
+            chat = page.inner_text("#chatbot")
+            cookies = [c["name"] for c in page.context.cookies()]
+            page.screenshot(path=str(work / "browser-through-nginx.png"), full_page=True)
+        finally:
+            browser.close()
+    time.sleep(0.3)
+    lines = lb.log_lines(start)
+    upstreams = sorted({r["upstream"] for r in lines})
+    check("the page in Chromium through nginx",
+          re.match(r"^(😄 正面|😞 负面|😐 偏正面|😐 偏负面) \d{1,3}%$", verdict) and message in chat
+          and "qwen_route" in cookies and len(upstreams) == 1,
+          f"a message got its label {verdict!r} and a streamed reply; the browser kept the cookie "
+          f"({'qwen_route' in cookies}) and its {len(lines)} requests all went to {', '.join(upstreams)}")
+
+
 def check_api_and_health(check: Checks, lb: Nginx, replicas: list[DemoServer]) -> None:
     import httpx
 
@@ -439,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_page(check, both)
         check_affinity(check, both, addresses)
         check_streaming(check, both, replicas)
+        check_browser(check, both, work)
         check_api_and_health(check, both, replicas)
         check_body_limit(check, both, replicas[0], limit)
 

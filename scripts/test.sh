@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs all the tests on a fresh machine: makes .venv, installs CPU-only torch and the rest, installs
-# Debian's chromium for the browser test when missing (as root), then pytest.
+# Debian's chromium and docker-compose for the browser and compose tests when missing (as root), then pytest.
 #   bash scripts/test.sh              the default suite (fast; slow tests skipped)
 #   bash scripts/test.sh --slow       only the slow load / long-session tests
 #   bash scripts/test.sh ARGS...      any other pytest arguments (e.g. -k chat)
@@ -21,13 +21,28 @@ if [ ! -f "$stamp" ]; then
   "${pip[@]}" install -q -r requirements-dev.txt
   touch "$stamp"
 fi
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages for tests that skip without them: chromium (the browser test) and Docker Compose's CLI
+# (`config` on the compose files; no engine needed). Compose v2 is not packaged for bookworm, whose
+# docker-compose is v1 (1.29.2); an installed `docker compose` (v2) is used instead when there is one.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=("chromium:the browser test")
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+  missing+=("docker-compose:the compose test")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing Debian's chromium for the browser test" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "could not install chromium: the browser test will be skipped" >&2
+    apt-get update -qq || true
+    for item in "${missing[@]}"; do
+      echo "installing Debian's ${item%%:*} for ${item#*:}" >&2
+      # docker-compose recommends docker.io, the engine itself: not needed for `config`.
+      no_rec=(); [ "${item%%:*}" = docker-compose ] && no_rec=(--no-install-recommends)
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${no_rec[@]}" "${item%%:*}" >/dev/null \
+        || echo "could not install ${item%%:*}: ${item#*:} will be skipped" >&2
+    done
   else
-    echo "chromium not found and not root: the browser test will be skipped" >&2
+    for item in "${missing[@]}"; do
+      echo "${item%%:*} not found and not root: ${item#*:} will be skipped" >&2
+    done
   fi
 fi
 args=("$@")

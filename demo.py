@@ -14,6 +14,16 @@ import os
 # reads this when it is imported and again at launch, so it must be set before the import below.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
+EARLY_LOADING = None
+if __name__ == "__main__":
+    # `python demo.py`: the model starts loading now, in the background, so that it loads while Gradio
+    # is imported and the page is built; main() waits for it before the port opens.
+    import sys
+
+    from pipeline.engine import start_loading
+
+    EARLY_LOADING = start_loading(sys.argv[1:])
+
 import copy  # noqa: E402
 import html  # noqa: E402
 import logging  # noqa: E402
@@ -31,7 +41,7 @@ import batch_tab  # noqa: E402
 from gate import Answer, Busy, Cancelled, Job, ModelService  # noqa: E402
 from pipeline import LABEL_EMOJI, LABELS, UNCERTAIN_EMOJI, Mode, Request, UserInputError  # noqa: E402
 from pipeline.batch import BatchProgress  # noqa: E402
-from pipeline.messages import REFUSALS, page_text  # noqa: E402
+from pipeline.messages import REFUSALS, chars_for_tokens, page_text  # noqa: E402
 from webapi import classify_result  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -620,8 +630,10 @@ def build_demo(service: ModelService) -> gr.Blocks:
         """Labels of many texts: {"results": [{"emotion_label", "confidence", "uncertain", "error"}], ...}."""
         return await classify_many_api(service, texts)
 
-    engine = service.engine
-    limit_chars = engine.max_input_chars if engine is not None else 0
+    # Built while the model may still be loading (server.main): the limits come from its settings.
+    engine, settings = service.engine, service.settings
+    limit_chars = (engine.max_input_chars if engine is not None
+                   else chars_for_tokens(settings.max_input_tokens) if settings is not None else 0)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         # An empty Session that Gradio deep-copies for each tab (a factory would add a public /lambda API).
@@ -687,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model once, then serve the page and the APIs until interrupted (see server.py)."""
     import server
 
-    return server.main(argv)
+    return server.main(argv, loading=EARLY_LOADING)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import pipeline
 from gate import ModelService
 from pipeline import Settings, UserInputError
 from pipeline.config import EnvSettings, setting
+from pipeline.engine import EngineLoading
 from webapi import api_router, error
 
 
@@ -135,28 +136,36 @@ class App:
         self.demo.close()
 
 
-def create_app(engine, settings: ServerSettings | None = None) -> App:
-    """The whole app around an already-loaded engine (None: /healthz answers 503 until one is set)."""
+def create_app(engine, settings: ServerSettings | None = None, engine_settings: Settings | None = None) -> App:
+    """The whole app around an already-loaded engine (None: /healthz answers 503 until one is set; the page
+    then takes its limits from engine_settings)."""
     settings = settings or ServerSettings()
-    service = ModelService(engine, settings.queue_max_size)
+    service = ModelService(engine, settings.queue_max_size, engine_settings)
     return App(service, demo.build_demo(service), settings)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Load the model once, then serve the page and the APIs until interrupted."""
+def main(argv: list[str] | None = None, loading: EngineLoading | None = None) -> int:
+    """Load the model once (or take the loading already started), then serve the page and the APIs until
+    interrupted. The page is built while the model loads; the port opens once it has loaded."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own startup checks
     args = parse_args(argv)
     try:
-        settings = ServerSettings.from_args(args)
-        started = time.perf_counter()
-        engine = pipeline.load_engine(settings=Settings.from_args(args))
+        settings, engine_settings = ServerSettings.from_args(args), Settings.from_args(args)
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if loading is None or loading.settings != engine_settings:
+        loading = EngineLoading(engine_settings)
+    app = create_app(None, settings, engine_settings)
+    try:
+        engine = loading.result()
     except (UserInputError, pipeline.WeightsNotFoundError, pipeline.ModelCompatibilityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"* Loaded {engine.model_name} in {time.perf_counter() - started:.1f} s; linear layers: "
+    app.service.engine = engine
+    print(f"* Loaded {engine.model_name} in {time.perf_counter() - loading.started:.1f} s; linear layers: "
           f"{engine.linear_path}", flush=True)
-    app = create_app(engine, settings)
     try:
         app.launch()
     except KeyboardInterrupt:

@@ -64,11 +64,13 @@ class Settings(EnvSettings):
         None, "CHAT_TOP_K", "Top-k sampling cut-off. Unset: the model's generation_config.")
     repetition_penalty: float | None = setting(
         None, "CHAT_REPETITION_PENALTY", "Repetition penalty. Unset: the model's generation_config.")
-    pack_weights: bool = setting(
-        True, "PACK_WEIGHTS",
+    pack_weights: bool | None = setting(
+        None, "PACK_WEIGHTS",
         "Keep the linear layers' FP32 weights in oneDNN's packed layout (same values, faster kernels: "
-        "bench/README.md has the figures). Costs a few seconds at start-up; with tied embeddings "
-        "(Qwen2.5) the packed output head is a second copy of the embedding.")
+        "bench/README.md has the figures), if its self-check at load passes. Unset: only if a quick "
+        "measurement at load (ten layers' weights, 1 and 32 rows) finds it at least as fast as torch's "
+        "F.linear on this CPU; the load line and /healthz say which. Costs a few seconds at start-up; with "
+        "tied embeddings (Qwen2.5) the packed output head is a second copy of the embedding.")
     sentiment_system_prompt: str = setting(
         prompts.SENTIMENT_SYSTEM_PROMPT, "SENTIMENT_SYSTEM_PROMPT", "System prompt of the sentiment role.",
         shown=_SEE_PROMPTS)

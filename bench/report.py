@@ -18,7 +18,7 @@ from typing import Any
 from .common import BENCH_DIR, RESULTS_DIR
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-BENCHES = ("sentiment", "injection", "chat", "startup", "concurrency")
+BENCHES = ("sentiment", "injection", "chat", "startup", "concurrency", "batch")
 POS, NEG = "正面", "负面"
 
 
@@ -300,6 +300,27 @@ def _confusion_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _batch_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    rates = r["reviews_per_s"]
+    rows = [[f"Sentiment throughput, {r['n']} held-out reviews ({isa(r)}): classify_many vs one-by-one classify",
+             f"{rates['classify_many']:.2f} reviews/s", f"{rates['one_by_one']:.2f} reviews/s (one-by-one)",
+             f"{r['flop_floor_reviews_per_s']:.2f} reviews/s (FLOP limit)",
+             f"{r['share_of_flop_floor']:.0%} of the FLOP limit; {r['speedup_vs_one_by_one']:.2f}× one-by-one; "
+             f"same label on {r['same_labels']} of {r['n']}", name]]
+    if "seed" in rates:
+        rows.append([f"Sentiment throughput ({isa(r)}): classify_many vs the seed's generate-and-parse "
+                     f"(seed on {r['seed_n']} of them)", f"{rates['classify_many']:.2f} reviews/s",
+                     f"{rates['seed']:.2f} reviews/s", "", f"{r['speedup_vs_seed']:.1f}× the seed", name])
+    wait = r.get("chat_wait")
+    if wait:
+        rows.append([f"Chat first token while a {r['n']}-review batch runs ({isa(r)})",
+                     f"{wait['first_token_ms_during_batch']:.0f} ms",
+                     f"{wait['first_token_ms_alone']['median']:.0f} ms (no batch)",
+                     f"{wait['slice_ms']['max']:.0f} ms (the longest slice)",
+                     f"slices: median {wait['slice_ms']['median']:.0f} ms, {wait['slices']} slices", name])
+    return rows
+
+
 CONFUSION_HEADER = ["Source", "Method", "Gold label", "→ 正面", "→ 负面", "→ unparsed"]
 
 
@@ -314,8 +335,8 @@ RUN_HEADER = ["Source", "Commit", "Prompts commit", "CPU used by other processes
 
 MAIN_HEADER = ["Figure", "Ours", "Seed method (chat rows: bare forward loop)", "Limit", "Ours vs limit", "Source"]
 _ROWS = {"sentiment": _sentiment_rows, "chat": _chat_rows, "startup": _startup_rows,
-         "concurrency": _concurrency_rows, "injection": _injection_rows}
-_ORDER = {"sentiment": 0, "injection": 1, "chat": 2, "startup": 3, "concurrency": 4}
+         "concurrency": _concurrency_rows, "injection": _injection_rows, "batch": _batch_rows}
+_ORDER = {"sentiment": 0, "injection": 1, "batch": 2, "chat": 3, "startup": 4, "concurrency": 5}
 # The tables under each model's main table: (heading, the bench whose files feed it or None for all, header, rows).
 DETAIL_TABLES = (
     ("Sentiment floor: what it assumes", "sentiment", SENTIMENT_FLOOR_HEADER, _sentiment_floor_rows),
@@ -562,6 +583,73 @@ def summary(results: list[tuple[Path, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def isa(r: dict[str, Any]) -> str:
+    """The instruction set a result ran with: AVX2 when capped (or the CPU has no AVX-512), else AVX-512."""
+    prov = r.get("provenance", {})
+    if (prov.get("isa_caps") or {}).get("ATEN_CPU_CAPABILITY", "").lower() == "avx2":
+        return "AVX2"
+    return "AVX-512" if "avx512f" in (prov.get("cpu_isa_flags") or []) else "AVX2"
+
+
+def _isa_figures(bench: str, r: dict[str, Any]) -> list[tuple[str, str]]:
+    """(figure, value) pairs of one result for the per-instruction-set table."""
+    if bench == "chat":
+        first = r["by_turns"][0]
+        out = [("Chat decode, 1 turn: tok/s (share of the bandwidth ceiling)",
+                f"{first['decode_tps']['median']:.2f} ({first['decode_fraction_of_ceiling']:.0%})")]
+        conv = r.get("conversation") or {}
+        if conv.get("reuse") and conv.get("fresh"):
+            reuse, fresh = conv["reuse"], conv["fresh"]
+            out.append((f"Chat TTFT at turn {reuse[-1]['turn']} of one conversation: KV reuse / none (turn {reuse[-1]['turn']} ÷ turn 1 with reuse)",
+                        f"{reuse[-1]['first_token_ms']:.0f} / {fresh[-1]['first_token_ms']:.0f} ms "
+                        f"({reuse[-1]['first_token_ms'] / reuse[0]['first_token_ms']:.2f}×)"))
+        return out
+    if bench == "batch":
+        rates = r["reviews_per_s"]
+        out = [(f"Sentiment of {r['n']} held-out reviews: reviews/s, classify_many / one-by-one"
+                + (" / seed" if "seed" in rates else ""),
+                " / ".join(f"{rates[k]:.2f}" for k in ("classify_many", "one_by_one", "seed") if k in rates)
+                + f" ({r['speedup_vs_one_by_one']:.2f}× one-by-one"
+                + (f", {r['speedup_vs_seed']:.1f}× seed" if "speedup_vs_seed" in r else "") + ")")]
+        wait = r.get("chat_wait")
+        if wait:
+            out.append(("A chat's first token while a batch runs (batch slice median / max)",
+                        f"{wait['first_token_ms_during_batch']:.0f} ms ({wait['slice_ms']['median']:.0f} / "
+                        f"{wait['slice_ms']['max']:.0f} ms)"))
+        return out
+    if bench == "startup" and not r.get("worst_case"):
+        ready, limit = r["ready_s"]["median"], r.get("limit", {}).get("ready_s")
+        return [("Start-up to /healthz (× imports + one read of the weights)",
+                 f"{ready:.1f} s" + (f" ({ready / limit:.2f}×)" if limit else ""))]
+    return []
+
+
+def isa_table(results: list[tuple[Path, dict[str, Any]]]) -> str:
+    """Speed figures of real-weights results side by side for AVX-512 and AVX2 (the newest of each)."""
+    newest: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
+    for path, r in results:
+        model = r.get("provenance", {}).get("model") or {}
+        if model.get("kind") != "real" or r.get("bench") not in ("chat", "batch", "startup"):
+            continue
+        key = (r["bench"], isa(r))
+        when = r.get("provenance", {}).get("when", "")
+        if key not in newest or when > newest[key][1].get("provenance", {}).get("when", ""):
+            newest[key] = (path, r)
+    rows: dict[str, dict[str, str]] = {}
+    sources: dict[str, list[str]] = {}
+    for (bench, name), (path, r) in sorted(newest.items()):
+        for figure, value in _isa_figures(bench, r):
+            rows.setdefault(figure, {})[name] = value
+            sources.setdefault(figure, []).append(path.name)
+    if not rows:
+        return ""
+    table_rows = [[figure, by.get("AVX-512", "—"), by.get("AVX2", "—"), ", ".join(sources[figure])]
+                  for figure, by in rows.items()]
+    return "\n".join(["The same figures with AVX-512 and with AVX2 only (oneDNN, MKL and ATen capped to AVX2 on the "
+                      "same machine: what most laptops and small VMs get):", ""]
+                     + _md(["Figure", "AVX-512", "AVX2", "Source"], table_rows))
+
+
 def write_readme(readme: Path, text: str, start: str = START, end: str = END) -> None:
     body = readme.read_text(encoding="utf-8") if readme.is_file() else f"# Benchmarks\n\n{start}\n{end}\n"
     if start not in body or end not in body:
@@ -588,7 +676,8 @@ def main() -> None:
         write_readme(args.readme, design_table(args.results / "prompt_robust.json"), DESIGN_START, DESIGN_END)
         print(f"updated {args.readme}")
         if args.project_readme.is_file() and SUMMARY_START in args.project_readme.read_text(encoding="utf-8"):
-            write_readme(args.project_readme, summary(results), SUMMARY_START, SUMMARY_END)
+            write_readme(args.project_readme, summary(results) + "\n\n" + isa_table(results), SUMMARY_START,
+                         SUMMARY_END)
             print(f"updated {args.project_readme}")
     if not args.no_plots:
         for path in plots(results, args.results):

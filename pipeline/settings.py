@@ -67,9 +67,9 @@ class Settings(EnvSettings):
     pack_weights: bool | None = setting(
         None, "PACK_WEIGHTS",
         "Keep the linear layers' FP32 weights in oneDNN's packed layout (same values, faster kernels: "
-        "bench/README.md has the figures), if its self-check at load passes. Unset: only if a quick "
-        "measurement at load (ten layers' weights, 1 and 32 rows) finds it at least as fast as torch's "
-        "F.linear on this CPU; the load line and /healthz say which. Costs a few seconds at start-up; with "
+        "bench/README.md has the figures), if its self-check at load passes. Unset: unless a quick "
+        "measurement at load (ten layers' weights, 1 and 32 rows) finds it clearly slower than torch's "
+        "F.linear on this CPU (under 0.8x); the load line and /healthz say which and why. Costs a few seconds at start-up; with "
         "tied embeddings (Qwen2.5) the packed output head is a second copy of the embedding.")
     sentiment_system_prompt: str = setting(
         prompts.SENTIMENT_SYSTEM_PROMPT, "SENTIMENT_SYSTEM_PROMPT", "System prompt of the sentiment role.",

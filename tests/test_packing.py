@@ -53,7 +53,7 @@ def test_packing_gain_times_both_kernels_on_the_same_weights():
 def test_the_engine_says_which_linear_path_it_took(tiny_engine, stock_engine, tiny_engine_with, monkeypatch):
     assert tiny_engine.linear_path.startswith("oneDNN packed FP32 (self-check passed; PACK_WEIGHTS=true)")
     assert stock_engine.linear_path == "torch F.linear (PACK_WEIGHTS=false)"
-    for gain, packs in ((0.8, False), (1.3, True)):
+    for gain, packs in ((0.7, False), (0.95, True), (1.3, True)):
         monkeypatch.setattr(packing, "packing_gain", lambda weights, gain=gain: (gain, "timed"))
         engine = pipeline.Engine.__new__(pipeline.Engine)  # only the decision, on the tiny model's layers
         pack, path = engine._packing_decision(stock_engine.model, stock_engine.settings.__class__(

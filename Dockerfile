@@ -5,6 +5,8 @@
 #   TORCH_INDEX_URL   where CPU torch comes from (default: PyTorch's CPU wheel index, never the CUDA build)
 #   TORCH_FIND_LINKS  a folder (mounted into the build) holding the torch +cpu wheel; used instead of TORCH_INDEX_URL
 #   PIP_CERT          CA bundle for pip inside the build (behind a TLS-inspecting proxy)
+#   ALLOW_CUDA_TORCH  1 only for scripts/image-check.sh's emulated arm64 check (PyPI's aarch64 torch is a CUDA
+#                     build): plain `torch==X` and what it requires, all from TORCH_FIND_LINKS; no no-CUDA assertion
 #   MODEL_ID, MODEL_REVISION  the hub model the weights stage downloads when weights/MODEL_NAME/ is not in the context
 #   MODEL_NAME        folder under weights/ (default Qwen1.5-0.5B-Chat); taken from the build context when there
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -15,21 +17,31 @@ FROM ${BASE_IMAGE} AS deps
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_FIND_LINKS=
 ARG PIP_CERT=
+ARG ALLOW_CUDA_TORCH=
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY requirements.txt /tmp/requirements.txt
 # An empty PIP_CERT would reach pip as an empty CA path: drop it. `torch==X+cpu` never matches a CUDA wheel,
 # and the later `torch==X` pin in requirements.txt is already met by X+cpu. torch's C++ headers and its
-# own tests (~150 MB) serve no purpose at run time.
+# own tests (~150 MB) serve no purpose at run time. Nothing here depends on the CPU architecture: the same
+# steps build linux/amd64 and linux/arm64 (PyTorch's CPU index has the +cpu wheel for both).
+# ALLOW_CUDA_TORCH=1 is for the emulated arm64 check alone (the only aarch64 torch==X that machine reaches is
+# PyPI's CUDA build, downloaded with what it requires into TORCH_FIND_LINKS): torch==X from that folder only
+# (pip would otherwise fetch the same GBs from the index again), and a report instead of the no-CUDA assertion.
 RUN set -eu; [ -n "$PIP_CERT" ] || unset PIP_CERT; \
     python3 -m venv /opt/venv; \
-    torch_pin="$(grep -E '^torch==' /tmp/requirements.txt)+cpu"; \
+    torch_pin="$(grep -E '^torch==' /tmp/requirements.txt)"; links_only=; \
+    if [ "$ALLOW_CUDA_TORCH" = 1 ]; then links_only=--no-index; else torch_pin="$torch_pin+cpu"; fi; \
     if [ -n "$TORCH_FIND_LINKS" ]; then \
-      /opt/venv/bin/pip install "$torch_pin" --find-links "$TORCH_FIND_LINKS"; \
+      /opt/venv/bin/pip install "$torch_pin" --find-links "$TORCH_FIND_LINKS" $links_only; \
     else \
       /opt/venv/bin/pip install "$torch_pin" --index-url "$TORCH_INDEX_URL"; \
     fi; \
     /opt/venv/bin/pip install -r /tmp/requirements.txt; \
-    /opt/venv/bin/python -c "import torch; assert not torch.version.cuda, 'CUDA torch got in'; print('torch', torch.__version__)"; \
+    if [ "$ALLOW_CUDA_TORCH" = 1 ]; then \
+      /opt/venv/bin/python -c "import platform, torch; print('ALLOW_CUDA_TORCH=1 (check only): torch', torch.__version__, 'CUDA', torch.version.cuda, 'on', platform.machine(), '- the app runs it on the CPU')"; \
+    else \
+      /opt/venv/bin/python -c "import torch; assert not torch.version.cuda, 'CUDA torch got in'; print('torch', torch.__version__)"; \
+    fi; \
     rm -rf /opt/venv/lib/python3*/site-packages/torch/include /opt/venv/lib/python3*/site-packages/torch/test
 
 # Stage 2: the weights as FP32 safetensors with a manifest, converted once here so start-up loads FP32 directly.

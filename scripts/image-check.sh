@@ -6,20 +6,74 @@
 #   bash scripts/image-check.sh                          a tiny random model (pipeline.synthetic)
 #   IMAGE_CHECK_MODEL=DIR bash scripts/image-check.sh    a real model folder, hardlinked into weights/
 #   IMAGE_CHECK_REV=HEAD bash scripts/image-check.sh     build a commit (git archive) instead of the working tree
+#   IMAGE_CHECK_PLATFORM=linux/arm64 bash scripts/image-check.sh   build and run the arm64 image under qemu
 # Needs root; installs buildah, podman, debootstrap and iproute2 with apt-get when missing; the tiny model is
 # made with .venv's python (from scripts/test.sh; PYTHON=... otherwise). Slow: the first run debootstraps the
 # base and installs torch (later runs reuse buildah's layer cache); work files go to $WORK, never into the repo.
 # Env: WORK (/var/tmp/qwen-image-check), BASE_IMAGE (localhost/debpy:bookworm, made when missing), IMAGE,
 #      TORCH_WHEELS (host folder with the torch +cpu wheel, default /opt/wheels when it exists; empty: PyTorch's
 #      CPU index), PIP_CERT (host CA bundle for pip in the build), MIRROR (Debian mirror; default: apt's).
+# IMAGE_CHECK_PLATFORM (linux/amd64 or linux/arm64; default: this machine's). Another platform than this
+# machine's is built (buildah --platform) and run under qemu user-mode emulation, which this script sets up
+# when missing (qemu-user-static, binfmt-support, the binfmt_misc mount); its base is debootstrapped for that
+# architecture (first stage here, second stage under qemu) and cached as BASE_IMAGE; WORK, BASE_IMAGE and
+# IMAGE get the architecture as a suffix. Its torch: when TORCH_WHEELS is unset, `pip download` (PYTHON's
+# pip, cached in $WORK/wheels) fetches PyPI's torch==X for that platform and what it requires; PyPI's aarch64
+# torch is the CUDA build, so the build gets ALLOW_CUDA_TORCH=1 (for this check only; the app runs it on the
+# CPU). TORCH_WHEELS=DIR (a folder with the +cpu wheel for that platform) or TORCH_WHEELS= (empty: PyTorch's
+# CPU index) builds it exactly as users' builds do. Emulated arm64 gets an aarch64 /proc/cpuinfo (see step 3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK=${WORK:-/var/tmp/qwen-image-check}
-BASE_IMAGE=${BASE_IMAGE:-localhost/debpy:bookworm}
-IMAGE=${IMAGE:-localhost/qwen-all-in-one:check}
-TORCH_WHEELS=${TORCH_WHEELS-$( [ -d /opt/wheels ] && echo /opt/wheels )}
-PIP_CERT=${PIP_CERT:-}
 log() { echo "== $*" >&2; }
+
+host_arch=$(dpkg --print-architecture)
+platform=${IMAGE_CHECK_PLATFORM:-linux/$host_arch}
+arch=${platform#linux/}
+case "$arch" in
+  amd64) qemu_arch=x86_64 ;;
+  arm64) qemu_arch=aarch64 ;;
+  *) echo "IMAGE_CHECK_PLATFORM=$platform: only linux/amd64 and linux/arm64 are supported" >&2; exit 1 ;;
+esac
+foreign=; [ "$arch" = "$host_arch" ] || foreign=1
+if [ -z "$foreign" ]; then
+  WORK=${WORK:-/var/tmp/qwen-image-check}
+  BASE_IMAGE=${BASE_IMAGE:-localhost/debpy:bookworm}
+  IMAGE=${IMAGE:-localhost/qwen-all-in-one:check}
+  TORCH_WHEELS=${TORCH_WHEELS-$( [ -d /opt/wheels ] && echo /opt/wheels )}
+else
+  WORK=${WORK:-/var/tmp/qwen-image-check-$arch}
+  BASE_IMAGE=${BASE_IMAGE:-localhost/debpy:bookworm-$arch}
+  IMAGE=${IMAGE:-localhost/qwen-all-in-one:check-$arch}
+  pypi_torch=; [ -n "${TORCH_WHEELS+set}" ] || { pypi_torch=1; TORCH_WHEELS=$WORK/wheels; }
+fi
+PIP_CERT=${PIP_CERT:-}
+
+# 0. Emulation for another platform: the kernel runs its binaries through qemu (binfmt_misc). The F flag
+# (Debian's qemu-user-static sets it) opens the interpreter when registered, so it works inside chroots.
+if [ -n "$foreign" ]; then
+  binfmt=/proc/sys/fs/binfmt_misc/qemu-$qemu_arch
+  setup=("apt-get install -y qemu-user-static binfmt-support"
+         "mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc"
+         "update-binfmts --enable qemu-$qemu_arch")
+  if ! grep -qx enabled "$binfmt" 2>/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+      printf '%s\n' "$platform on $host_arch needs qemu user-mode emulation, not set up here. As root:" "${setup[@]/#/  }" >&2
+      exit 1
+    fi
+    log "setting up qemu emulation for $platform"
+    if ! command -v update-binfmts >/dev/null || [ ! -e "/usr/libexec/qemu-binfmt/$qemu_arch-binfmt-P" ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static binfmt-support >/dev/null
+    fi
+    mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+      || { log "the kernel refused to mount binfmt_misc (above): no emulation, no $platform check"; exit 1; }
+    update-binfmts --enable "qemu-$qemu_arch" \
+      || { log "update-binfmts --enable qemu-$qemu_arch failed (above): no emulation, no $platform check"; exit 1; }
+    grep -qx enabled "$binfmt" || { log "$binfmt is not enabled after set-up"; exit 1; }
+  fi
+  grep -q '^flags:.*F' "$binfmt" \
+    || { log "$binfmt has no F (fix-binary) flag, so chroots cannot find qemu: $(grep '^flags' "$binfmt")"; exit 1; }
+  log "emulating $platform with $(sed -n 's/^interpreter //p' "$binfmt")"
+fi
 
 [ "$(id -u)" = 0 ] || { echo "image-check needs root (buildah, chroot, unshare)" >&2; exit 1; }
 missing=()
@@ -42,10 +96,20 @@ if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
   mirror=${mirror:-http://deb.debian.org/debian}
   log "debootstrapping $BASE_IMAGE from $mirror"
   rm -rf "$WORK/rootfs"
-  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$WORK/rootfs" "$mirror" \
-    > "$WORK/debootstrap.log"
-  tar -C "$WORK/rootfs" -cf "$WORK/base.tar" .
-  podman import "$WORK/base.tar" "$BASE_IMAGE" >/dev/null
+  if [ -z "$foreign" ]; then
+    debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$WORK/rootfs" "$mirror" \
+      > "$WORK/debootstrap.log"
+    tar -C "$WORK/rootfs" -cf "$WORK/base.tar" .
+    podman import "$WORK/base.tar" "$BASE_IMAGE" >/dev/null
+  else
+    # Unpack here, configure inside the new root under qemu.
+    debootstrap --arch="$arch" --foreign --variant=minbase --include=python3,python3-venv,ca-certificates \
+      bookworm "$WORK/rootfs" "$mirror" > "$WORK/debootstrap.log"
+    chroot "$WORK/rootfs" /debootstrap/debootstrap --second-stage >> "$WORK/debootstrap.log"
+    log "base: $(chroot "$WORK/rootfs" /usr/bin/python3 -c 'import platform; print(platform.machine(), "Python", platform.python_version())')"
+    tar -C "$WORK/rootfs" -cf "$WORK/base.tar" .
+    podman import --arch "$arch" "$WORK/base.tar" "$BASE_IMAGE" >/dev/null
+  fi
   rm -rf "$WORK/rootfs" "$WORK/base.tar"
 fi
 
@@ -73,28 +137,59 @@ trap 'rm -rf "$ctx/weights/$model_name"' EXIT
 # Docker format, not OCI: OCI images have no HEALTHCHECK.
 build=(buildah bud --isolation chroot --format docker --layers --force-rm -f "$ctx/Dockerfile" -t "$IMAGE"
        --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg MODEL_NAME="$model_name")
+if [ -n "$foreign" ]; then build+=(--platform "$platform"); fi
+if [ -n "${pypi_torch:-}" ]; then
+  # PyPI's torch==X for the platform's Python 3.11 (bookworm's), with what it requires; manylinux up to glibc 2.36.
+  torch_pin=$(grep -E '^torch==' requirements.txt)
+  tags=(); for v in $(seq 36 -1 17); do tags+=(--platform "manylinux_2_${v}_$qemu_arch"); done
+  log "downloading PyPI's $torch_pin for $platform into $TORCH_WHEELS (ALLOW_CUDA_TORCH=1: the check alone)"
+  mkdir -p "$TORCH_WHEELS"
+  "${PYTHON:-.venv/bin/python}" -m pip download -q --dest "$TORCH_WHEELS" --only-binary=:all: "${tags[@]}" \
+    --platform "manylinux2014_$qemu_arch" --python-version 3.11 --implementation cp "$torch_pin" \
+    > "$WORK/wheels.log" 2>&1 || { tail -n 20 "$WORK/wheels.log" >&2; log "pip download failed: $WORK/wheels.log"; exit 1; }
+  log "torch wheels: $(du -sh "$TORCH_WHEELS" | cut -f1) in $(ls "$TORCH_WHEELS" | wc -l) files"
+  build+=(--build-arg ALLOW_CUDA_TORCH=1)
+fi
 if [ -n "$TORCH_WHEELS" ]; then build+=(-v "$TORCH_WHEELS:/host-wheels:ro" --build-arg TORCH_FIND_LINKS=/host-wheels); fi
 if [ -n "$PIP_CERT" ]; then build+=(-v "$PIP_CERT:/host-ca.crt:ro" --build-arg PIP_CERT=/host-ca.crt); fi
+# Debian 12's qemu (7.2) passes the host's x86 /proc/cpuinfo through to arm64 programs, and `import torch` then
+# dies with SIGSEGV in PyTorch's cpuinfo library (seen here, in the build's torch check); QEMU 8.2 and later
+# answer with an aarch64 one. This stands in for that answer: a Cortex-A72 (Raspberry Pi 4) line per host CPU,
+# bind-mounted over /proc/cpuinfo in a private mount namespace for the build, and in the image run below.
+cpuinfo=()
+if [ -n "$foreign" ] && [ "$arch" = arm64 ]; then
+  for ((i = 0; i < $(nproc --all); i++)); do
+    printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n' "$i"
+    printf 'CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+  done > "$WORK/cpuinfo"
+  cpuinfo=("$WORK/cpuinfo")
+  build=(unshare --mount --propagation private -- sh -c 'mount --bind "$0" /proc/cpuinfo && exec "$@"' "$WORK/cpuinfo"
+         "${build[@]}")
+  log "an aarch64 /proc/cpuinfo ($WORK/cpuinfo) stands in for the host's under emulation"
+fi
 log "building $IMAGE with weights/$model_name"
 start=$(date +%s)
 "${build[@]}" "$ctx" > "$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log" >&2; log "build failed: $WORK/build.log"; exit 1; }
 log "built in $(( $(date +%s) - start )) s (log: $WORK/build.log)"
+if [ -n "$foreign" ]; then log "image platform: $(podman image inspect --format '{{.Os}}/{{.Architecture}}' "$IMAGE")"; fi
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 log "image size: $size bytes ($(awk -v b="$size" 'BEGIN { printf "%.2f GiB", b / 2^30 }'))"
 
 # 4. Run the image's CMD offline: mount its filesystem, chroot as uid 1000 in a network namespace with only lo.
 buildah inspect --type image "$IMAGE" > "$WORK/image.json"
-ctr=$(buildah from --pull=false "$IMAGE")
+ctr=$(buildah from --pull=false ${foreign:+--platform "$platform"} "$IMAGE")
 trap 'buildah umount "$ctr" >/dev/null 2>&1; buildah rm "$ctr" >/dev/null 2>&1; rm -rf "$ctx/weights/$model_name"' EXIT
 mnt=$(buildah mount "$ctr")
+if [ -n "$foreign" ]; then log "inside the image: $(chroot "$mnt" /bin/uname -m) (under $(sed -n 's/^interpreter //p' "$binfmt"))"; fi
 log "running the image's CMD under unshare --net (rootfs $mnt)"
 # A private mount namespace too: the /proc, /sys and /dev a container runtime would give are mounted there
 # and vanish with it.
-unshare --net --mount -- python3 - "$mnt" "$WORK/image.json" <<'PY'
+unshare --net --mount -- python3 - "$mnt" "$WORK/image.json" "${cpuinfo[@]}" <<'PY'
 """Inside the empty network namespace: start the image's CMD, wait for healthy, call the API, report."""
 import json, os, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 
 mnt, image_json = sys.argv[1], sys.argv[2]
+cpuinfo = sys.argv[3] if len(sys.argv) > 3 else None  # emulated arm64: the stand-in /proc/cpuinfo
 config = json.load(open(image_json))["Docker"]["config"]
 env = dict(item.split("=", 1) for item in config["Env"])
 port = env.get("GRADIO_SERVER_PORT", "7860")
@@ -107,6 +202,8 @@ def sh(*argv):
 for d in ("proc", "sys", "dev"):
     os.makedirs(f"{mnt}/{d}", exist_ok=True)
 sh("mount", "-t", "proc", "proc", f"{mnt}/proc")
+if cpuinfo:
+    sh("mount", "--bind", cpuinfo, f"{mnt}/proc/cpuinfo")
 sh("mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{mnt}/sys")
 sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid", "tmpfs", f"{mnt}/dev")
 for dev in ("null", "zero", "full", "random", "urandom", "tty"):

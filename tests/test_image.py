@@ -33,3 +33,22 @@ def test_the_runtime_stage_runs_as_uid_1000():
     cmd = [n for n, i in enumerate(instructions) if i.upper().startswith(("CMD ", "ENTRYPOINT "))]
     assert cmd and min(cmd) > last_user  # the app starts after the switch to uid 1000
     assert any(re.search(r"useradd\b.*--uid 1000\b", i) for i in instructions)
+
+
+def test_no_step_is_tied_to_one_cpu_architecture():
+    """The same Dockerfile builds linux/amd64 and linux/arm64 (IMAGE_CHECK_PLATFORM=linux/arm64
+    scripts/image-check.sh builds and runs the arm64 image under qemu)."""
+    for header, instructions in stages():
+        for line in (header, *instructions):
+            assert not re.search(r"x86_64|amd64|aarch64|arm64|--platform", line, re.I), line
+
+
+def test_cuda_torch_only_behind_the_checks_build_arg():
+    """A default build asks for torch==X+cpu and fails when CUDA torch got in; only ALLOW_CUDA_TORCH=1 (the
+    emulated arm64 check's build arg, PyPI's aarch64 torch being a CUDA build) lifts both."""
+    header, instructions = stages()[0]
+    assert re.search(r"\bAS\s+deps\b", header, re.I)
+    assert "ARG ALLOW_CUDA_TORCH=" in instructions  # empty by default
+    run = next(i for i in instructions if i.startswith("RUN ") and "pip install" in i)
+    assert 'if [ "$ALLOW_CUDA_TORCH" = 1 ]; then links_only=--no-index; else torch_pin="$torch_pin+cpu"; fi' in run
+    assert re.search(r'if \[ "\$ALLOW_CUDA_TORCH" = 1 \]; then .*;\s+else\s.*assert not torch\.version\.cuda', run)

@@ -12,9 +12,10 @@ from .messages import refusal
 from .routing import Mode
 from .sentiment import Sentiment
 
-# Padded review tokens one slice may hold (rows x longest row). Measured on 2 cores (bench.batch):
-# throughput is flat from about 512 tokens a slice and a slice then takes well under a second, so
-# a reply that waits behind a batch starts within that; more tokens only grow the slice's KV memory.
+# Padded review tokens one slice may hold (rows x longest row), on top of SENTIMENT_BATCH_SIZE rows. A slice
+# is one forward, and a chat that arrives during a batch waits for the slice running: on 2 cores (stand-in,
+# bench.batch) a slice of 16 everyday reviews took 3.4 s median, 5.0 s at most; this cap keeps a slice of
+# long reviews to about the same (1,024 tokens at the ~300 GFLOP/s the cores reach).
 SLICE_TOKENS = 1024
 
 

@@ -49,7 +49,7 @@ class Settings(EnvSettings):
         "End a reply that repeats one phrase: once its last N tokens (and at least 4 copies of the phrase) "
         "are the same phrase over and over. 0: never.")
     sentiment_batch_size: int = setting(
-        16, "SENTIMENT_BATCH_SIZE",
+        8, "SENTIMENT_BATCH_SIZE",
         "Most reviews read in one forward by the batch tab and /api/classify (reviews of similar length go "
         "together, and a slice also holds at most 1,024 review tokens). bench/README.md has the curve.")
     batch_max_texts: int = setting(

@@ -13,10 +13,11 @@ from .routing import Mode
 from .sentiment import Sentiment
 
 # Padded review tokens one slice may hold (rows x longest row), on top of SENTIMENT_BATCH_SIZE rows. A slice
-# is one forward, and a chat that arrives during a batch waits for the slice running: on 2 cores (stand-in,
-# bench.batch) a slice of 16 everyday reviews took 3.4 s median, 5.0 s at most; this cap keeps a slice of
-# long reviews to about the same (1,024 tokens at the ~300 GFLOP/s the cores reach).
-SLICE_TOKENS = 1024
+# is one forward, and a chat that arrives during a batch waits for the slice running. Measured on 2 cores
+# (stand-in, bench.batch, 400 held-out reviews): with 1,024 tokens, slices took 2.3 s median and 7.7 s at
+# most with AVX2 only (3.4 / 5.0 s with AVX-512, 16 rows); 512 halves the longest, and rows of long
+# reviews still make a forward of hundreds of tokens, where the matmuls run near their peak.
+SLICE_TOKENS = 512
 
 
 @dataclass

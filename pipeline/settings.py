@@ -51,7 +51,7 @@ class Settings(EnvSettings):
     sentiment_batch_size: int = setting(
         8, "SENTIMENT_BATCH_SIZE",
         "Most reviews read in one forward by the batch tab and /api/classify (reviews of similar length go "
-        "together, and a slice also holds at most 1,024 review tokens). bench/README.md has the curve.")
+        "together, and a slice also holds at most 512 review tokens). bench/README.md has the curve.")
     batch_max_texts: int = setting(
         5000, "BATCH_MAX_TEXTS", "Most texts in one batch (a file on the batch tab, or one /api/classify call).")
     do_sample: bool | None = setting(

@@ -14,16 +14,6 @@ import os
 # reads this when it is imported and again at launch, so it must be set before the import below.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
-EARLY_LOADING = None
-if __name__ == "__main__":
-    # `python demo.py`: the model starts loading now, in the background, so that it loads while Gradio
-    # is imported and the page is built; main() waits for it before the port opens.
-    import sys
-
-    from pipeline.engine import start_loading
-
-    EARLY_LOADING = start_loading(sys.argv[1:])
-
 import copy  # noqa: E402
 import html  # noqa: E402
 import logging  # noqa: E402
@@ -699,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model once, then serve the page and the APIs until interrupted (see server.py)."""
     import server
 
-    return server.main(argv, loading=EARLY_LOADING)
+    return server.main(argv)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -247,44 +245,6 @@ class Engine(GenerationCounts):
         self._generation_started()
         return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done,
                           loop_tokens=self.settings.chat_stop_loop_tokens)
-
-
-class EngineLoading:
-    """load_engine(settings=...) in a background thread, so the model loads while the caller does other work."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.started = time.perf_counter()
-        self._engine: Engine | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._load, name="engine-loading", daemon=True)
-        self._thread.start()
-
-    def _load(self) -> None:
-        try:
-            self._engine = load_engine(settings=self.settings)
-        except BaseException as exc:  # raised again by result(), in the caller's thread
-            self._error = exc
-
-    def result(self) -> Engine:
-        """The loaded engine, once it is; the loading's own error if it failed."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._engine
-
-
-def start_loading(argv: Sequence[str]) -> EngineLoading | None:
-    """Start loading the engine that these command-line flags (and the environment) describe; None if they
-    do not parse (the caller parses them again and says what is wrong)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    Settings.add_arguments(parser)
-    try:
-        args, _ = parser.parse_known_args(list(argv))
-        settings = Settings.from_args(args)
-    except (SystemExit, UserInputError, ValueError):
-        return None
-    return EngineLoading(settings)
 
 
 def load_engine(model_dir: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any) -> Engine:

@@ -40,9 +40,9 @@ def test_main_reports_a_bad_setting_without_loading(capsys):
     assert "port" in capsys.readouterr().err
 
 
-def test_python_demo_py_loads_the_model_while_the_page_is_built_and_then_serves(tiny_model_dir):
-    """The entry point itself: `python demo.py` starts loading before Gradio is imported (EARLY_LOADING),
-    opens the port once loaded, and says in its load line which linear kernels it took."""
+def test_python_demo_py_loads_the_model_then_serves_and_names_its_linear_kernels(tiny_model_dir):
+    """The entry point itself: `python demo.py` loads the model, opens the port, and says in its load line
+    and in /healthz which linear kernels it took."""
     import os
     import signal
     import subprocess

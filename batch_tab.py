@@ -24,6 +24,7 @@ NOT_READ = "未分析"
 CATEGORIES = [*LABELS, NOT_READ]
 COLORS = {LABELS[0]: "#30a46c", LABELS[1]: "#e5484d", NOT_READ: "#8b8d98"}
 EXCERPT_CHARS = 80
+STARTING = "正在读取并分析…"
 
 
 class BatchRun:
@@ -206,9 +207,11 @@ def build_batch_tab(service: ModelService) -> None:
     def on_start(file, header_row, chosen, text, state, progress=gr.Progress()):
         return run_batch(service, state, file, header_row, chosen, text, progress)
 
-    begun = start.click(lambda: (gr.update(interactive=False), gr.update(interactive=True), "", ""),
+    begun = start.click(lambda: (gr.update(interactive=False), gr.update(interactive=True), "", STARTING),
                         outputs=[start, stop, notice, summary], queue=False, api_visibility="private")
+    # The progress bar goes on the summary line alone: it is the one output always in view (the charts
+    # and the table are hidden until the end).
     begun.then(on_start, inputs=[upload, header, column, pasted, run],
                outputs=[notice, summary, counts, histogram, frame, download, start, stop],
-               concurrency_limit=None, api_visibility="private", show_progress="full")
+               concurrency_limit=None, api_visibility="private", show_progress="full", show_progress_on=[summary])
     stop.click(lambda state: state.cancel(), inputs=[run], queue=False, api_visibility="private")

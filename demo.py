@@ -481,6 +481,7 @@ CSS = """
 #sentiment .about { margin-top: 0.3rem; font-size: 0.85rem; color: var(--body-text-color-subdued);
                     text-align: center; overflow-wrap: anywhere; }
 #timing { min-height: 1.5em; color: var(--body-text-color-subdued); }
+#batch-summary { min-height: 4.5rem; }
 #under-input { gap: 0.5rem; align-items: center; margin: -0.5rem 0; }
 #under-input > *, #count-box * { min-height: 0 !important; padding: 0 !important; margin: 0 !important; }
 #notice { color: var(--error-text-color); flex-grow: 4; }

@@ -361,8 +361,10 @@ def test_a_2000_row_csv_goes_through_the_batch_tab(page, tiny_engine, tmp_path):
         page.wait_for_function("document.querySelector('#batch-info').innerText.includes('2000 行')")
         assert "分析「评论」列" in page.inner_text("#batch-info")
         page.click("#batch-start")
-        progress = page.wait_for_selector("text=/已完成 \\d+ \\/ 2000 条/")
-        assert progress is not None
+        # The progress bar and its words sit on the summary line, in view while the batch runs.
+        progress = page.wait_for_selector("#batch-summary >> text=/已完成 \\d+ \\/ 2000 条/")
+        box = progress.bounding_box()
+        assert box is not None and box["height"] >= 10 and box["width"] >= 100, box
         page.wait_for_function("document.querySelector('#batch-summary').innerText.includes('已分析')",
                                timeout=300_000)
         summary = page.inner_text("#batch-summary")

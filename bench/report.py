@@ -567,7 +567,8 @@ SUMMARY_ROWS = ("Sentiment latency, median (200", "Sentiment latency, median (10
 
 
 def summary(results: list[tuple[Path, dict[str, Any]]]) -> str:
-    """The real-weights rows of the main table that the project's README shows, one of each kind, in table order."""
+    """The real-weights rows of the main table that the project's README shows, one of each kind, in table order,
+    then the speed figures for AVX-512 and AVX2 side by side."""
     lines: list[str] = []
     seen: set[str] = set()
     for tag, kind, items in _by_model(results):
@@ -580,7 +581,8 @@ def summary(results: list[tuple[Path, dict[str, Any]]]) -> str:
                 seen.add(key)
                 picked.append(row)
         lines += [f"Measured here on {tag} ({kind}):", ""] + _md(MAIN_HEADER, picked)
-    return "\n".join(lines)
+    by_isa = isa_table(results)
+    return "\n".join(lines + (["", by_isa] if by_isa else []))
 
 
 def isa(r: dict[str, Any]) -> str:
@@ -645,9 +647,8 @@ def isa_table(results: list[tuple[Path, dict[str, Any]]]) -> str:
         return ""
     table_rows = [[figure, by.get("AVX-512", "—"), by.get("AVX2", "—"), ", ".join(sources[figure])]
                   for figure, by in rows.items()]
-    return "\n".join(["The same figures with AVX-512 and with AVX2 only (oneDNN, MKL and ATen capped to AVX2 on the "
-                      "same machine: what most laptops and small VMs get):", ""]
-                     + _md(["Figure", "AVX-512", "AVX2", "Source"], table_rows))
+    return "\n".join(_md(["Figure (speed by instruction set)", "AVX-512",
+                           "AVX2 only (oneDNN, MKL, ATen capped: most laptops and small VMs)", "Source"], table_rows))
 
 
 def write_readme(readme: Path, text: str, start: str = START, end: str = END) -> None:
@@ -676,8 +677,7 @@ def main() -> None:
         write_readme(args.readme, design_table(args.results / "prompt_robust.json"), DESIGN_START, DESIGN_END)
         print(f"updated {args.readme}")
         if args.project_readme.is_file() and SUMMARY_START in args.project_readme.read_text(encoding="utf-8"):
-            write_readme(args.project_readme, summary(results) + "\n\n" + isa_table(results), SUMMARY_START,
-                         SUMMARY_END)
+            write_readme(args.project_readme, summary(results), SUMMARY_START, SUMMARY_END)
             print(f"updated {args.project_readme}")
     if not args.no_plots:
         for path in plots(results, args.results):

@@ -173,7 +173,7 @@ def _outputs(notice: str = "", summary: str = "", counts=None, histogram=None, f
 def build_batch_tab(service: ModelService) -> None:
     """The tab's components and events (call inside a gr.Tab of the page's Blocks)."""
     run = gr.State(BatchRun(), delete_callback=lambda r: r.cancel())
-    limit = service.settings.batch_max_texts if service.settings is not None else None
+    limit = service.engine.settings.batch_max_texts if service.engine is not None else None
     gr.Markdown("上传评论文件或粘贴评论，一次分析多条" + (f"（每批最多 {limit} 条）" if limit else "") +
                 "。结果可下载为 CSV：原来的每一行都在，后面加上情感、置信度等列。", elem_id="batch-intro")
     with gr.Row(equal_height=False):

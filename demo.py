@@ -31,7 +31,7 @@ import batch_tab  # noqa: E402
 from gate import Answer, Busy, Cancelled, Job, ModelService  # noqa: E402
 from pipeline import LABEL_EMOJI, LABELS, UNCERTAIN_EMOJI, Mode, Request, UserInputError  # noqa: E402
 from pipeline.batch import BatchProgress  # noqa: E402
-from pipeline.messages import REFUSALS, chars_for_tokens, page_text  # noqa: E402
+from pipeline.messages import REFUSALS, page_text  # noqa: E402
 from webapi import classify_result  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -621,10 +621,8 @@ def build_demo(service: ModelService) -> gr.Blocks:
         """Labels of many texts: {"results": [{"emotion_label", "confidence", "uncertain", "error"}], ...}."""
         return await classify_many_api(service, texts)
 
-    # Built while the model may still be loading (server.main): the limits come from its settings.
-    engine, settings = service.engine, service.settings
-    limit_chars = (engine.max_input_chars if engine is not None
-                   else chars_for_tokens(settings.max_input_tokens) if settings is not None else 0)
+    engine = service.engine
+    limit_chars = engine.max_input_chars if engine is not None else 0
 
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         # An empty Session that Gradio deep-copies for each tab (a factory would add a public /lambda API).

@@ -226,15 +226,9 @@ class Answer:
 class ModelService:
     """The engine (None while loading) and the gate in front of it: what every door talks to."""
 
-    def __init__(self, engine, max_waiting: int, settings=None):
+    def __init__(self, engine, max_waiting: int):
         self.engine = engine
         self.gate = ModelGate(max_waiting)
-        self._settings = settings
-
-    @property
-    def settings(self):
-        """The engine's settings; before it is loaded, the settings it is being loaded with (if given)."""
-        return self.engine.settings if self.engine is not None else self._settings
 
     def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text",
                 tags: bool = True) -> Request:

@@ -135,11 +135,10 @@ class App:
         self.demo.close()
 
 
-def create_app(engine, settings: ServerSettings | None = None, engine_settings: Settings | None = None) -> App:
-    """The whole app around an already-loaded engine (None: /healthz answers 503 until one is set; the page
-    then takes its limits from engine_settings)."""
+def create_app(engine, settings: ServerSettings | None = None) -> App:
+    """The whole app around an already-loaded engine (None: /healthz answers 503 until one is set)."""
     settings = settings or ServerSettings()
-    service = ModelService(engine, settings.queue_max_size, engine_settings)
+    service = ModelService(engine, settings.queue_max_size)
     return App(service, demo.build_demo(service), settings)
 
 

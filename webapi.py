@@ -99,6 +99,16 @@ class _TooLarge(Exception):
     pass
 
 
+async def _body_or_error(request: Request, limit: int) -> bytes | JSONResponse:
+    """The request's body, or the error response for one over limit bytes or a client gone while sending."""
+    try:
+        return await _read_body(request, limit)
+    except _TooLarge:
+        return error(413, f"the body is too large; the limit is {limit} bytes")
+    except ClientDisconnect:
+        return error(499, "the client went away while sending")
+
+
 async def _run_until_disconnect(request: Request, fn: Callable[[], Any], job: Job) -> Any:
     """Run fn in a worker thread; if the client hangs up first, cancel the job so the CPU is freed."""
 
@@ -144,12 +154,9 @@ def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_b
     @router.post("/api/infer")
     async def infer(request: Request) -> Response:
         """Sentiment and/or a chat reply for one text, as JSON."""
-        try:
-            body = await _read_body(request, max_body_bytes)
-        except _TooLarge:
-            return error(413, f"the body is too large; the limit is {max_body_bytes} bytes")
-        except ClientDisconnect:
-            return error(499, "the client went away while sending")
+        body = await _body_or_error(request, max_body_bytes)
+        if isinstance(body, Response):
+            return body
         try:
             fields = parse_body(body)
         except UserInputError as exc:
@@ -173,12 +180,9 @@ def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_b
     @router.post("/api/classify")
     async def classify(request: Request) -> Response:
         """The sentiment of each of many texts, as JSON; a bad text gets an error in its place."""
-        try:
-            body = await _read_body(request, max_batch_body_bytes)
-        except _TooLarge:
-            return error(413, f"the body is too large; the limit is {max_batch_body_bytes} bytes")
-        except ClientDisconnect:
-            return error(499, "the client went away while sending")
+        body = await _body_or_error(request, max_batch_body_bytes)
+        if isinstance(body, Response):
+            return body
         job = Job()
         try:
             fields = parse_body(body, CLASSIFY_FIELDS, "texts", '{"texts": ["...", "..."]}')

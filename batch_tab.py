@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import time
@@ -24,6 +25,8 @@ NOT_READ = "未分析"
 CATEGORIES = [*LABELS, NOT_READ]
 COLORS = {LABELS[0]: "#30a46c", LABELS[1]: "#e5484d", NOT_READ: "#8b8d98"}
 EXCERPT_CHARS = 80
+# How long a labelled CSV is kept for its download (ours here; Gradio's copies by the page's delete_cache).
+KEEP_RESULTS_S = 3600
 STARTING = "正在读取并分析…"
 
 
@@ -119,9 +122,18 @@ def summary_text(progress: BatchProgress, stopped: bool, seconds: float) -> str:
     return line + f"，用时 {seconds:.1f} 秒（每秒 {rate:.1f} 条）"
 
 
-def write_download(table: ReviewsTable, results: Sequence[Any]) -> str:
-    """The labelled CSV in a fresh temporary folder (Gradio serves it from its cache); its path."""
-    folder = Path(tempfile.mkdtemp(prefix="batch-"))
+def write_download(table: ReviewsTable, results: Sequence[Any], root: Path | None = None) -> str:
+    """The labelled CSV in a fresh folder under root (Gradio serves a copy from its cache); its path.
+
+    Result folders older than KEEP_RESULTS_S are removed first, so a long-running app keeps a bounded number.
+    """
+    root = root or Path(tempfile.gettempdir()) / "qwen-allinone-results"
+    root.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in root.iterdir():
+        if old.is_dir() and now - old.stat().st_mtime > KEEP_RESULTS_S:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(dir=root))
     path = folder / f"{Path(table.name).stem}-情感分析.csv"
     path.write_bytes(labelled_csv(table, results))
     return str(path)

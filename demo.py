@@ -624,7 +624,8 @@ def build_demo(service: ModelService) -> gr.Blocks:
     engine = service.engine
     limit_chars = engine.max_input_chars if engine is not None else 0
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    # Uploads and results live in Gradio's cache: files older than an hour are deleted every hour.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         # An empty Session that Gradio deep-copies for each tab (a factory would add a public /lambda API).
         session = gr.State(Session(), delete_callback=lambda s: s.cancel_all(wait_s=0))
         gr.Markdown(

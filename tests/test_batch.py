@@ -260,3 +260,20 @@ def test_labelled_csv_keeps_every_row_and_appends_the_labels():
     assert rows[1] == ["1", "很好", "正面", "0.9123", "否", ""]
     assert rows[2] == ["2", "", "", "", "", "请先输入内容再发送"]
     assert rows[3] == ["3", "", "", "", "", "未分析（已停止）"]
+
+
+def test_labelled_files_older_than_an_hour_are_removed_when_a_new_one_is_written(tmp_path):
+    import os
+    import time
+
+    import demo  # noqa: F401  (first: it sets Gradio's environment before Gradio is imported)
+    import batch_tab
+
+    table = reviews_table.ReviewsTable([["很好"]], None, "r.txt")
+    old = batch_tab.write_download(table, [None], root=tmp_path)
+    recent = batch_tab.write_download(table, [None], root=tmp_path)
+    hour_ago = time.time() - batch_tab.KEEP_RESULTS_S - 60
+    os.utime(os.path.dirname(old), (hour_ago, hour_ago))
+    new = batch_tab.write_download(table, [None], root=tmp_path)
+    assert not os.path.exists(old) and os.path.exists(recent) and os.path.exists(new)
+    assert new.endswith("r-情感分析.csv")

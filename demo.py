@@ -20,7 +20,7 @@ import logging  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
-from contextlib import closing, contextmanager  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, AsyncIterator, Iterator, Literal, NamedTuple, TypedDict, get_type_hints  # noqa: E402
 
@@ -30,7 +30,6 @@ import gradio as gr  # noqa: E402
 import batch_tab  # noqa: E402
 from gate import Answer, Busy, Cancelled, Job, ModelService  # noqa: E402
 from pipeline import LABEL_EMOJI, LABELS, UNCERTAIN_EMOJI, Mode, Request, UserInputError  # noqa: E402
-from pipeline.batch import BatchProgress  # noqa: E402
 from pipeline.messages import REFUSALS, page_text  # noqa: E402
 from webapi import classify_result  # noqa: E402
 
@@ -436,15 +435,8 @@ async def classify_many_api(service: ModelService, texts: list[str]) -> dict:
     job = Job()
     try:
         with api_errors():
-            steps = service.classify_many(texts, job)
-
-        def finish() -> BatchProgress:
-            with closing(steps):
-                for state in steps:
-                    pass
-            return state
-
-        return classify_result(await anyio.to_thread.run_sync(finish, abandon_on_cancel=True))
+            return classify_result(await anyio.to_thread.run_sync(service.classify_all, texts, job,
+                                                                  abandon_on_cancel=True))
     except Cancelled:
         raise user_error("cancelled") from None
     finally:

@@ -81,10 +81,10 @@ class ModelGate:
     on the model (a label, then a reply; or a batch's slices). Quick turns (a label, a few hundred ms)
     go one at a time, in admission order, and do not wait for a reply that is running: the engine lets
     them in between two of its tokens (pipeline.model_lock). Replies go one at a time, after every
-    quick turn that asks, in admission order. A batch slice (under a second) goes only when no one else
-    asks, so a label or a reply waits behind a batch for one slice at most. A cancelled job leaves at once, even while it holds the model: the
-    engine's own lock makes the next job wait for the cancelled one's last token, so no one waits for a
-    client that is gone.
+    quick turn that asks, in admission order. A batch slice (one forward of a few reviews) goes only when
+    no one else asks, so a label or a reply waits behind a batch for one slice at most. A cancelled job
+    leaves at once, even while it holds the model: the engine's own lock makes the next job wait for the
+    cancelled one's last token, so no one waits for a client that is gone.
     """
 
     def __init__(self, max_waiting: int):
@@ -306,10 +306,15 @@ class ModelService:
 
     def _batch(self, run: Iterator[BatchProgress], job: Job) -> Iterator[BatchProgress]:
         try:
-            yield from run
+            yield from run  # closing this generator closes run too
         finally:
-            run.close()
             self.gate.leave(job)
+
+    def classify_all(self, texts: Sequence[Any], job: Job, batch_size: int | None = None) -> BatchProgress:
+        """Run a batch to its end (see classify_many): its last progress, with every text's result."""
+        for progress in self.classify_many(texts, job, batch_size):
+            pass
+        return progress
 
     def answer(self, request: Request, job: Job) -> Answer:
         """Run the request to its end (the whole reply); Cancelled if the job is cancelled first."""

@@ -117,10 +117,7 @@ def _csv_rows(text: str) -> list[list[str]]:
     # full of commas and semicolons, which make csv.Sniffer guess wrong.
     first = text.split("\n", 1)[0]
     delimiter = max(",\t;", key=first.count) if any(d in first for d in ",\t;") else ","
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    while rows and not any(cell.strip() for cell in rows[-1]):
-        rows.pop()
-    return rows
+    return _without_trailing_blank_rows(list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)))
 
 
 def _xlsx_rows(path: Path) -> list[list[str]]:
@@ -135,6 +132,11 @@ def _xlsx_rows(path: Path) -> list[list[str]]:
         rows = [["" if cell is None else str(cell) for cell in row] for row in book.worksheets[0].iter_rows(values_only=True)]
     finally:
         book.close()
+    return _without_trailing_blank_rows(rows)
+
+
+def _without_trailing_blank_rows(rows: list[list[str]]) -> list[list[str]]:
+    """rows without the blank ones at the end (an export's trailing newlines); blank rows inside stay."""
     while rows and not any(cell.strip() for cell in rows[-1]):
         rows.pop()
     return rows

@@ -15,6 +15,7 @@ from typing import Any
 
 import demo  # first: it sets Gradio's environment before Gradio is imported
 import gradio as gr
+from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
 import pipeline
@@ -91,8 +92,6 @@ class FileRouteGuard:
 
 def in_upload_folder(path: str) -> bool:
     """Whether path (as a file route names it) is a file inside Gradio's upload folder."""
-    from gradio.utils import get_upload_folder
-
     if not path.startswith("/"):
         return False  # relative paths and URLs (http://...) are never ours
     root = os.path.realpath(get_upload_folder())

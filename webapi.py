@@ -183,27 +183,17 @@ def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_b
         body = await _body_or_error(request, max_batch_body_bytes)
         if isinstance(body, Response):
             return body
+        try:
+            texts = parse_body(body, CLASSIFY_FIELDS, "texts", '{"texts": ["...", "..."]}')["texts"]
+        except UserInputError as exc:
+            return error(400, str(exc))
         job = Job()
         try:
-            fields = parse_body(body, CLASSIFY_FIELDS, "texts", '{"texts": ["...", "..."]}')
-            texts = fields["texts"]
-            if not isinstance(texts, list):
-                raise UserInputError(f'"texts" must be a list of strings, not {json_type(texts)}')
-            run = service.classify_many(texts, job)
+            progress = await _run_until_disconnect(request, lambda: service.classify_all(texts, job), job)
         except UserInputError as exc:
-            status = {"loading": 503, "too_many_texts": 413}.get(exc.key, 400)
-            return error(status, str(exc))
+            return error({"loading": 503, "too_many_texts": 413}.get(exc.key, 400), str(exc))
         except Busy:
             return error(503, BUSY_MESSAGE, headers={"Retry-After": "5"})
-
-        def finish() -> BatchProgress:
-            with contextlib.closing(run):
-                for progress in run:
-                    pass
-            return progress
-
-        try:
-            progress = await _run_until_disconnect(request, finish, job)
         except Cancelled as exc:
             return error(499, str(exc))
         except Exception:

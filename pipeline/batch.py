@@ -9,6 +9,7 @@ from typing import Callable, ContextManager, Iterator, Sequence
 
 from .errors import UserInputError
 from .messages import refusal
+from .request import json_type
 from .routing import Mode
 from .sentiment import Sentiment
 
@@ -59,11 +60,13 @@ def classify_many(engine, texts: Sequence[object], batch_size: int | None = None
                   turn: Callable[[], ContextManager] | None = None) -> Iterator[BatchProgress]:
     """Label every text: a generator of the progress after the checks and after each slice.
 
-    Too many texts, or none, is refused at once (UserInputError). Each text is checked like one
+    Texts that are not a list, too many texts, or none, are refused at once (UserInputError). Each text is checked like one
     /api/infer text (mode emotion, no tags): a refused one gets its UserInputError in its place and
     the others go on. turn() (the gate's, for the service) is entered around each slice, so other
     requests can have the model between two slices; closing the generator stops the batch there.
     """
+    if not isinstance(texts, (list, tuple)):
+        raise refusal("texts_not_list", type=json_type(texts))
     limit = engine.settings.batch_max_texts
     if len(texts) > limit:
         raise refusal("too_many_texts", count=len(texts), limit=limit)

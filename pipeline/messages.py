@@ -43,6 +43,7 @@ REFUSALS = {
     "busy": Text("busy, try again", "排队的消息太多，模型正忙，请稍后再试"),
     "too_many_texts": Text("too many texts: {count}; the limit is {limit} per batch",
                            "条数太多：{count} 条，每批最多 {limit} 条，请分成几批"),
+    "texts_not_list": Text('"texts" must be a list of strings, not {type}', "内容必须是一组文字"),
     "no_texts": Text('"texts" is empty: send at least one text', "没有找到要分析的内容"),
 }
 

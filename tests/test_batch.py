@@ -277,3 +277,11 @@ def test_labelled_files_older_than_an_hour_are_removed_when_a_new_one_is_written
     new = batch_tab.write_download(table, [None], root=tmp_path)
     assert not os.path.exists(old) and os.path.exists(recent) and os.path.exists(new)
     assert new.endswith("r-情感分析.csv")
+
+
+def test_texts_that_are_not_a_list_are_refused_before_any_work():
+    """A string would otherwise be labelled character by character (the gradio_client endpoint takes any JSON)."""
+    engine = FakeEngine()
+    with pytest.raises(UserInputError, match='"texts" must be a list of strings, not a string') as refused:
+        classify_many(engine, "很好")
+    assert refused.value.key == "texts_not_list" and engine.calls == []

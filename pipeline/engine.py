@@ -15,6 +15,7 @@ from .chat import BetweenTokens, ChatStream, GenerationCounts, trim_history
 from .errors import UserInputError
 from .loading import load_model
 from .messages import chars_for_tokens, limit_in_chars, refusal
+from .growing_cache import GROWTH_TOKENS, GrowingCache
 from .kv_store import ConversationCache, Taken
 from .model_lock import ModelLock
 from .request import MAX_CHARS_PER_TOKEN, Request, prepare
@@ -228,13 +229,16 @@ class Engine(GenerationCounts):
                 taken = Taken(None, 0)
                 if self.conversations is not None:
                     taken = self.conversations.take(prompt_ids)
-                    self.conversations.make_room(self.kv_bytes_per_token * (len(prompt_ids) + config.max_new_tokens))
+                    # The reply's cache holds at most the prompt, the reply and the spare room it grows by.
+                    most_tokens = len(prompt_ids) + config.max_new_tokens + GROWTH_TOKENS
+                    self.conversations.make_room(self.kv_bytes_per_token * most_tokens)
                 if taken.reused:
                     log.debug("chat: %d of %d prompt tokens already read", taken.reused, len(prompt_ids))
                 with torch.inference_mode():
                     out = self.model.generate(
                         input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                        past_key_values=taken.cache, generation_config=config, streamer=streamer,
+                        past_key_values=taken.cache if taken.cache is not None else GrowingCache(),
+                        generation_config=config, streamer=streamer,
                         stopping_criteria=[between, *stops])
                 if self.conversations is not None and out.past_key_values is not None:
                     held = out.past_key_values.get_seq_length()  # the last token was never read back

@@ -14,6 +14,8 @@ from typing import Sequence
 
 from transformers import DynamicCache
 
+from .growing_cache import GrowingCache, cache_bytes
+
 
 @dataclass
 class Taken:
@@ -96,18 +98,13 @@ class ConversationCache:
         self.bytes += size
 
 
-def cache_bytes(cache: DynamicCache) -> int:
-    """Bytes of the keys and values a cache holds."""
-    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers if layer.is_initialized)
-
-
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens a and b share."""
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _copy_prefix(cache: DynamicCache, length: int) -> DynamicCache:
-    copy = DynamicCache()
+    copy = GrowingCache()
     for i, layer in enumerate(cache.layers):
         copy.update(layer.keys[..., :length, :].clone(), layer.values[..., :length, :].clone(), i)
     return copy

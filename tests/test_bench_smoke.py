@@ -102,6 +102,14 @@ def test_chat_paths(tiny_engine):
     assert b["step_ms"]["n"] == 2
 
 
+def test_chat_append_compares_both_caches_at_each_context(tiny_engine):
+    rows = chat.append_runs(tiny_engine, [40, 90], 3, reps=2)
+    assert [r["context"] for r in rows] == [40, 90]
+    for row in rows:
+        assert all(len(v) == 2 for v in row["runs"].values()) and set(row["step_ms"]) == {"DynamicCache", "GrowingCache"}
+        assert row["growing_speedup"] == row["step_ms"]["DynamicCache"] / row["step_ms"]["GrowingCache"] > 0
+
+
 def test_chat_conversation_with_and_without_reuse(tiny_engine):
     fresh, reuse = chat.conversation_run(tiny_engine, False, 4), chat.conversation_run(tiny_engine, True, 4)
     assert [r["turn"] for r in reuse] == list(range(1, len(chat.HISTORY) + 1))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from pipeline.growing_cache import GROWTH_TOKENS
 from pipeline.kv_store import ConversationCache, cache_bytes
 
 TOKEN_BYTES = 2 * 2 * 1 * 4 * 4  # 2 layers x (K, V) x 1 head x 4 dims x 4 bytes
@@ -171,7 +172,7 @@ def test_room_is_made_for_the_running_reply_so_all_kv_stays_within_the_budget():
 
 
 def test_the_engine_keeps_all_kv_within_kv_cache_mb(tiny_engine_with):
-    engine = tiny_engine_with(do_sample=False, chat_max_new_tokens=10, kv_cache_mb=0.1)
+    engine = tiny_engine_with(do_sample=False, chat_max_new_tokens=10, kv_cache_mb=0.3)
     store = engine.conversations
     store.__init__(store.budget_bytes)
     config = engine.model.config
@@ -179,9 +180,12 @@ def test_the_engine_keeps_all_kv_within_kv_cache_mb(tiny_engine_with):
         config.hidden_size // config.num_attention_heads) * 4
     for i in range(6):  # six different conversations, each about 80 tokens
         request = engine.prepare(f"第{i}位用户：你好，请介绍一下你自己。", mode="chat")
-        running = engine.kv_bytes_per_token * (len(request.prompt_ids) + 10)
+        # the most the reply's cache can hold: prompt, reply and the spare room it grows by
+        running = engine.kv_bytes_per_token * (len(request.prompt_ids) + 10 + GROWTH_TOKENS)
         "".join(engine.chat(request))
         assert store.bytes <= store.budget_bytes
         # room was made for the reply before it ran: what was kept then and the reply fit the budget
-        assert store.bytes - cache_bytes(store._entries[next(reversed(store._entries))][0]) + running <= store.budget_bytes
-    assert store.evictions > 0 and len(store) == store.budget_bytes // running
+        newest = cache_bytes(store._entries[next(reversed(store._entries))][0])
+        assert newest <= running and store.bytes - newest + running <= store.budget_bytes
+    # as many earlier conversations as fit beside a running reply, plus the one just put back
+    assert store.evictions > 0 and len(store) == (store.budget_bytes - running) // newest + 1 > 1

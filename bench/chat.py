@@ -6,8 +6,7 @@
 The fixed-history levels are measured cold (no conversation KV reuse: each is a first visit). Then one
 growing conversation of eight turns, the model's own greedy replies sent back as the history (as the
 page does), turn by turn with conversation KV reuse and without: the time to first token per turn,
-and how many prompt tokens each turn found already read. Last, decode steps at long contexts with
-transformers' DynamicCache against the engine's GrowingCache (--append-contexts).
+and how many prompt tokens each turn found already read.
 
 Measured through the product's path (`engine.chat`: history trimming, chat template, generate() in a
 thread, the text streamer), and again with a bare loop (model forward + KV cache + argmax, no
@@ -33,8 +32,6 @@ import torch
 
 from . import machine
 from .common import CpuShare, Deadline, base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
-
-from transformers import DynamicCache
 
 from pipeline.growing_cache import GrowingCache
 from pipeline.kv_store import ConversationCache
@@ -131,27 +128,6 @@ def bare_run(engine, turns: int, new_tokens: int, prompt_ids: Sequence[int] | No
             "decode_tps_best": 1000 / min(steps) if steps else None}
 
 
-def append_runs(engine, contexts: Sequence[int], new_tokens: int, reps: int) -> list[dict[str, Any]]:
-    """Decode steps at long contexts with transformers' DynamicCache (a torch.cat of the whole cache per
-    token) and with the engine's GrowingCache (appended in place), alternating, in one run."""
-    base = list(engine.prepare(MESSAGE, history_messages(len(HISTORY)), mode="chat", tags=False).prompt_ids)
-    rows = []
-    for context in contexts:
-        prompt_ids = (base * (context // len(base) + 1))[:context]  # the conversation repeated: same cost per token
-        steps: dict[str, list[float]] = {"DynamicCache": [], "GrowingCache": []}
-        for rep in range(reps):
-            for name in (("DynamicCache", "GrowingCache") if rep % 2 == 0 else ("GrowingCache", "DynamicCache")):
-                cache_class = DynamicCache if name == "DynamicCache" else GrowingCache
-                steps[name].append(bare_run(engine, 0, new_tokens, prompt_ids, cache_class)["step_ms"]["median"])
-        row = {"context": context, "step_ms": {name: statistics.median(v) for name, v in steps.items()}, "runs": steps}
-        row["growing_speedup"] = row["step_ms"]["DynamicCache"] / row["step_ms"]["GrowingCache"]
-        rows.append(row)
-        print(f"context {context}: decode step DynamicCache {row['step_ms']['DynamicCache']:.1f} ms, "
-              f"GrowingCache {row['step_ms']['GrowingCache']:.1f} ms ({row['growing_speedup']:.2f}x)",
-              file=sys.stderr, flush=True)
-    return rows
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--turns", default="1,3,8", help="turns of history (user+assistant pairs), comma-separated")
@@ -161,8 +137,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--time-budget", type=float, default=1800)
     p.add_argument("--bandwidth-gib", type=float, default=1.5)
     p.add_argument("--conversation-tokens", type=int, default=48, help="reply tokens per turn of the growing conversation")
-    p.add_argument("--append-contexts", default="150,600,1500",
-                   help="contexts (tokens) at which DynamicCache and GrowingCache decode steps are compared")
     args = p.parse_args(argv)
     turns_list = [int(x) for x in args.turns.split(",") if x]
     model_dir, model = resolve_model_dir(args)
@@ -195,11 +169,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         engine.conversations = store
         conversation = {"fresh": conversation_run(engine, False, args.conversation_tokens),
                         "reuse": conversation_run(engine, True, args.conversation_tokens)}
-        contexts = [int(x) for x in args.append_contexts.split(",") if x]
-        append = append_runs(engine, contexts, args.bare_tokens, max(2, args.reps - 1)) if contexts else []
-        return levels, measured, cpu.stop(), deadline.expired, conversation, append
+        return levels, measured, cpu.stop(), deadline.expired, conversation
 
-    levels, measured, cpu_share, truncated, conversation, append = in_worker_thread(timed)
+    levels, measured, cpu_share, truncated, conversation = in_worker_thread(timed)
     for name, rows in conversation.items():
         print(f"conversation, {name}: TTFT per turn " + ", ".join(f"{r['first_token_ms']:.0f}" for r in rows)
               + " ms; reused " + ", ".join(str(r["reused_tokens"]) for r in rows), file=sys.stderr, flush=True)
@@ -237,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {"bench": "chat", "provenance": prov, "cpu_share": cpu_share, "limits": limits,
               "limits_runs": measured, "cost": cost.as_dict(), "max_new_tokens": args.max_new_tokens,
               "bare_tokens": args.bare_tokens, "message": MESSAGE, "by_turns": by_turns, "truncated": truncated,
-              "conversation": conversation, "conversation_tokens": args.conversation_tokens, "append": append}
+              "conversation": conversation, "conversation_tokens": args.conversation_tokens}
     write_result(result_path(args, "chat", model), result)
     return result
 

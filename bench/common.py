@@ -133,6 +133,7 @@ def provenance(model: dict[str, Any] | None = None, engine=None) -> dict[str, An
     if engine is not None:
         info["settings"] = {k: str(v) for k, v in vars(engine.settings).items()
                             if k not in ("sentiment_system_prompt", "chat_system_prompt")}
+        info["linear_path"] = getattr(engine, "linear_path", None)  # packed or F.linear, and the probe's times
     return info
 
 

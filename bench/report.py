@@ -18,7 +18,7 @@ from typing import Any
 from .common import BENCH_DIR, RESULTS_DIR
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-BENCHES = ("sentiment", "injection", "chat", "startup", "concurrency", "batch")
+BENCHES = ("sentiment", "injection", "chat", "kv_append", "startup", "concurrency", "batch")
 POS, NEG = "正面", "负面"
 
 
@@ -164,6 +164,18 @@ def _chat_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
                      _f(last["first_token_ms"], "{:.0f} ms"), _f(fresh[-1]["first_token_ms"], "{:.0f} ms (no reuse)"),
                      "", f"turn {last['turn']} / turn 1: {last['first_token_ms'] / first['first_token_ms']:.2f}× with reuse, "
                          f"{fresh[-1]['first_token_ms'] / fresh[0]['first_token_ms']:.2f}× without", name])
+    return rows
+
+
+def _kv_append_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for c in r["by_context"]:
+        growing, dynamic = c["step_ms"]["GrowingCache"], c["step_ms"]["DynamicCache"]
+        rows.append([f"Chat decode step at a {c['context']}-token context ({c['kv_mb_at_context']:.0f} MB of KV): "
+                     f"appended in place (GrowingCache) vs torch.cat per token (DynamicCache)",
+                     _f(growing["median"], "{:.1f} ms"), _f(dynamic["median"], "{:.1f} ms (DynamicCache)"), "",
+                     f"{c['growing_speedup']:.2f}× as fast; median of {growing['n']} steps each, taking turns; "
+                     f"logits {'equal' if c['same_logits'] else 'DIFFER'}", name])
     return rows
 
 
@@ -334,9 +346,9 @@ def _run_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
 RUN_HEADER = ["Source", "Commit", "Prompts commit", "CPU used by other processes during the run"]
 
 MAIN_HEADER = ["Figure", "Ours", "Seed method (chat rows: bare forward loop)", "Limit", "Ours vs limit", "Source"]
-_ROWS = {"sentiment": _sentiment_rows, "chat": _chat_rows, "startup": _startup_rows,
+_ROWS = {"sentiment": _sentiment_rows, "chat": _chat_rows, "kv_append": _kv_append_rows, "startup": _startup_rows,
          "concurrency": _concurrency_rows, "injection": _injection_rows, "batch": _batch_rows}
-_ORDER = {"sentiment": 0, "injection": 1, "batch": 2, "chat": 3, "startup": 4, "concurrency": 5}
+_ORDER = {"sentiment": 0, "injection": 1, "batch": 2, "chat": 3, "kv_append": 4, "startup": 5, "concurrency": 6}
 # The tables under each model's main table: (heading, the bench whose files feed it or None for all, header, rows).
 DETAIL_TABLES = (
     ("Sentiment floor: what it assumes", "sentiment", SENTIMENT_FLOOR_HEADER, _sentiment_floor_rows),
@@ -619,6 +631,13 @@ def _isa_figures(bench: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                         f"{wait['first_token_ms_during_batch']:.0f} ms ({wait['slice_ms']['median']:.0f} / "
                         f"{wait['slice_ms']['max']:.0f} ms)"))
         return out
+    if bench == "kv_append":
+        longest = r["by_context"][-1]
+        model = r.get("provenance", {}).get("model") or {}
+        shape = f"{model['shape']} shape" if model.get("kind") == "random" else "stand-in"
+        return [(f"Decode step at a {longest['context']}-token context, {shape}: KV appended in place / torch.cat per token",
+                 f"{longest['step_ms']['GrowingCache']['median']:.0f} / {longest['step_ms']['DynamicCache']['median']:.0f} ms "
+                 f"({longest['growing_speedup']:.2f}×)")]
     if bench == "startup" and not r.get("worst_case"):
         ready, limit = r["ready_s"]["median"], r.get("limit", {}).get("ready_s")
         return [("Start-up to /healthz (× imports + one read of the weights)",
@@ -631,15 +650,17 @@ def isa_table(results: list[tuple[Path, dict[str, Any]]]) -> str:
     newest: dict[tuple[str, str], tuple[Path, dict[str, Any]]] = {}
     for path, r in results:
         model = r.get("provenance", {}).get("model") or {}
-        if model.get("kind") != "real" or r.get("bench") not in ("chat", "batch", "startup"):
+        # Real weights; and the KV append comparison on the product's shape too (random weights cost the same).
+        if r.get("bench") not in ("chat", "batch", "startup", "kv_append") or (
+                model.get("kind") != "real" and r.get("bench") != "kv_append"):
             continue
-        key = (r["bench"], isa(r))
+        key = (r["bench"], model.get("shape") or "", isa(r))
         when = r.get("provenance", {}).get("when", "")
         if key not in newest or when > newest[key][1].get("provenance", {}).get("when", ""):
             newest[key] = (path, r)
     rows: dict[str, dict[str, str]] = {}
     sources: dict[str, list[str]] = {}
-    for (bench, name), (path, r) in sorted(newest.items()):
+    for (bench, _, name), (path, r) in sorted(newest.items()):
         for figure, value in _isa_figures(bench, r):
             rows.setdefault(figure, {})[name] = value
             sources.setdefault(figure, []).append(path.name)

@@ -94,7 +94,14 @@ class Engine(GenerationCounts):
             size += weights[-1].numel() * 4
         gain, measured = packing.packing_gain(weights)
         if gain < PACKING_MIN_GAIN:
-            return False, f"torch F.linear (oneDNN packing ran {gain:.2f}x as fast on this CPU: {measured})"
+            # Load only ever slows a kernel down, so the better of two probes is the truer one: a burst of
+            # load on shared cores once made packing look 0.51x here (1 row: packed 24.4 ms, F.linear 5.6 ms).
+            second, measured_again = packing.packing_gain(weights)
+            if second > gain:
+                gain, measured = second, measured_again
+            if gain < PACKING_MIN_GAIN:
+                return False, f"torch F.linear (oneDNN packing ran {gain:.2f}x as fast on this CPU, best of two probes: {measured})"
+            return True, f"oneDNN packed FP32 (self-check passed; {gain:.2f}x as fast as F.linear on a second probe: {measured})"
         return True, f"oneDNN packed FP32 (self-check passed; {gain:.2f}x as fast as F.linear: {measured})"
 
     def _generation_config(self):

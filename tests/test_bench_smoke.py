@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("snownlp")
 
 import pipeline  # noqa: E402
-from bench import batch, chat, data, injection, machine, report, sentiment  # noqa: E402
+from bench import batch, chat, data, injection, kv_append, machine, report, sentiment  # noqa: E402
 from bench.methods import METHODS, UNPARSED, parse_seed  # noqa: E402
 
 
@@ -102,12 +102,10 @@ def test_chat_paths(tiny_engine):
     assert b["step_ms"]["n"] == 2
 
 
-def test_chat_append_compares_both_caches_at_each_context(tiny_engine):
-    rows = chat.append_runs(tiny_engine, [40, 90], 3, reps=2)
-    assert [r["context"] for r in rows] == [40, 90]
-    for row in rows:
-        assert all(len(v) == 2 for v in row["runs"].values()) and set(row["step_ms"]) == {"DynamicCache", "GrowingCache"}
-        assert row["growing_speedup"] == row["step_ms"]["DynamicCache"] / row["step_ms"]["GrowingCache"] > 0
+def test_kv_append_times_both_caches_in_turn_and_their_logits_agree(tiny_engine):
+    r = kv_append.compare(tiny_engine, 40, 3)
+    assert {name: len(t) for name, t in r["times"].items()} == {"DynamicCache": 3, "GrowingCache": 3}
+    assert r["same_logits"] is True
 
 
 def test_chat_conversation_with_and_without_reuse(tiny_engine):

@@ -84,6 +84,8 @@ def one_startup(model_dir: Path, serve_requests: int, env: dict[str, str], timeo
     try:
         ready_s = server.wait_healthy(timeout)
         hwm_loading = vm_hwm(server.proc.pid)
+        # The server's load line names the linear layers' path, which changes both speed and memory.
+        load_line = next((line for line in server.log_tail(1 << 20).splitlines() if line.startswith("* Loaded")), None)
         sampler.phase = "serving"
         texts = [t for t, _ in data.dev(2 * serve_requests)]
         requests = []
@@ -101,7 +103,7 @@ def one_startup(model_dir: Path, serve_requests: int, env: dict[str, str], timeo
     finally:
         sampler.stop()
         rc = server.stop()
-    return {"ready_s": ready_s, "vmhwm_loading": hwm_loading, "vmhwm_after_serving": hwm_serving,
+    return {"ready_s": ready_s, "load_line": load_line, "vmhwm_loading": hwm_loading, "vmhwm_after_serving": hwm_serving,
             "sampled_peak_loading": sampler.peak("loading"), "sampled_peak_serving": sampler.peak("serving"),
             "rss_at_ready": next((rss for t, rss, ph in sampler.samples if ph == "serving"), None),
             "requests": requests, "errors": sum(r["error"] is not None for r in requests), "exit_code": rc,

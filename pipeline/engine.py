@@ -15,7 +15,7 @@ from .chat import BetweenTokens, ChatStream, GenerationCounts, trim_history
 from .errors import UserInputError
 from .loading import load_model
 from .messages import chars_for_tokens, limit_in_chars, refusal
-from .growing_cache import GROWTH_TOKENS, GrowingCache
+from .growing_cache import GROWTH_TOKENS, GrowingCache, release_freed_memory
 from .kv_store import ConversationCache, Taken
 from .model_lock import ModelLock
 from .request import MAX_CHARS_PER_TOKEN, Request, prepare
@@ -251,7 +251,10 @@ class Engine(GenerationCounts):
                     held = out.past_key_values.get_seq_length()  # the last token was never read back
                     self.conversations.put(out.sequences[0, :held].tolist(), out.past_key_values,
                                            prompt_len=len(prompt_ids), replaces=taken.source)
-                return out.sequences
+                sequences = out.sequences
+                del out, taken  # the reply's cache, unless the store kept it: freed here, then given back
+                release_freed_memory()
+                return sequences
 
         self._generation_started()
         return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done,

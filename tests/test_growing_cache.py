@@ -3,11 +3,14 @@ appended without copying the cache each token, and the same greedy replies and l
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 import torch
 from transformers import DynamicCache
 
-from pipeline.growing_cache import GROWTH_TOKENS, GrowingCache, GrowingLayer, cache_bytes
+import pipeline.engine as engine_module
+from pipeline.growing_cache import GROWTH_TOKENS, GrowingCache, GrowingLayer, cache_bytes, release_freed_memory
 
 
 def kv(step: int, tokens: int, heads: int = 2, dim: int = 4) -> torch.Tensor:
@@ -119,3 +122,27 @@ def test_replies_use_the_growing_cache_and_are_the_replies_of_generate_with_dyna
                                       past_key_values=DynamicCache())
     expected = engine.tokenizer.decode(plain.sequences[0, len(request.prompt_ids):], skip_special_tokens=True)
     assert reply and reply == expected
+
+
+def test_after_a_reply_its_cache_is_freed_before_memory_is_given_back(tiny_engine_with, monkeypatch):
+    engine = tiny_engine_with(do_sample=False, kv_cache_mb=0)  # no store: nothing should keep the cache
+    caches, calls = [], []
+    generate = engine.model.generate
+
+    def recording_generate(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        caches.append(weakref.ref(out.past_key_values))
+        return out
+
+    engine.model.generate = recording_generate
+    monkeypatch.setattr(engine_module, "release_freed_memory", lambda: calls.append(caches[-1]() is None) or True)
+    try:
+        for text in ("你好", "今天天气怎么样？"):
+            "".join(engine.chat(engine.prepare(text, mode="chat")))
+    finally:
+        del engine.model.generate
+    assert calls == [True, True]  # once per reply, when its cache could no longer be reached
+
+
+def test_release_freed_memory_runs_here():
+    assert release_freed_memory() is True  # glibc (Linux): the product's images and this suite's machines

@@ -104,16 +104,14 @@ def conversation_run(engine, reuse: bool, max_new_tokens: int) -> list[dict[str,
         engine.conversations, engine.generation_config.do_sample = store, sampling
 
 
-def bare_run(engine, turns: int, new_tokens: int, prompt_ids: Sequence[int] | None = None,
-             cache_class=GrowingCache) -> dict[str, Any]:
+def bare_run(engine, turns: int, new_tokens: int) -> dict[str, Any]:
     """The same prompt with a bare loop: one prefill forward, then one forward per token (greedy), on the
-    engine's KV cache class unless told another."""
-    if prompt_ids is None:
-        prompt_ids = list(engine.prepare(MESSAGE, history_messages(turns), mode="chat", tags=False).prompt_ids)
+    engine's KV cache (GrowingCache)."""
+    prompt_ids = list(engine.prepare(MESSAGE, history_messages(turns), mode="chat", tags=False).prompt_ids)
     model = engine.model
     with torch.inference_mode():
         t0 = time.perf_counter()
-        out = model(input_ids=torch.tensor([prompt_ids]), past_key_values=cache_class(), use_cache=True, logits_to_keep=1)
+        out = model(input_ids=torch.tensor([prompt_ids]), past_key_values=GrowingCache(), use_cache=True, logits_to_keep=1)
         token = int(out.logits[0, -1].argmax())
         prefill_ms = (time.perf_counter() - t0) * 1000
         cache, steps = out.past_key_values, []

@@ -14,7 +14,6 @@ attention), 24,576 for the Qwen2.5 stand-in (2 KV heads).
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from typing import Any, Sequence

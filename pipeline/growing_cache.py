@@ -51,9 +51,12 @@ class GrowingLayer(DynamicLayer):
         return (room is not None and needed <= room.shape[-2]
                 and room.shape[:2] == key_states.shape[:2] and room.shape[-1] == key_states.shape[-1]
                 and self._value_room.shape[-1] == value_states.shape[-1]
-                and (needed == key_states.shape[-2]  # nothing held yet
-                     or (self.keys.data_ptr() == room.data_ptr()
-                         and self.values.data_ptr() == self._value_room.data_ptr())))
+                and (needed == key_states.shape[-2] or self._held_in_room()))  # nothing held yet, or in the room
+
+    def _held_in_room(self) -> bool:
+        """Whether keys and values are still views of the room (not tensors put there from outside)."""
+        return (self._key_room is not None and self.keys.data_ptr() == self._key_room.data_ptr()
+                and self.values.data_ptr() == self._value_room.data_ptr())
 
     def _regrow(self, key_states: torch.Tensor, value_states: torch.Tensor, held: int, needed: int) -> None:
         capacity = (needed // GROWTH_TOKENS + 1) * GROWTH_TOKENS
@@ -69,12 +72,10 @@ class GrowingLayer(DynamicLayer):
         """Bytes this layer keeps allocated: its room, spare tokens included."""
         if not self.is_initialized:
             return 0
-        held = 0
-        if self._key_room is not None:
-            held += self._key_room.nbytes + self._value_room.nbytes
-            if self.keys.data_ptr() == self._key_room.data_ptr():
-                return held
-        return held + self.keys.nbytes + self.values.nbytes  # replaced by other tensors since
+        room = 0 if self._key_room is None else self._key_room.nbytes + self._value_room.nbytes
+        if self._held_in_room():
+            return room
+        return room + self.keys.nbytes + self.values.nbytes  # replaced by other tensors since
 
 
 class GrowingCache(DynamicCache):

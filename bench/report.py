@@ -18,7 +18,7 @@ from typing import Any
 from .common import BENCH_DIR, RESULTS_DIR
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-BENCHES = ("sentiment", "injection", "chat", "kv_append", "startup", "concurrency", "batch")
+BENCHES = ("sentiment", "injection", "chat", "kv_append", "packing", "startup", "concurrency", "batch")
 POS, NEG = "正面", "负面"
 
 
@@ -176,6 +176,24 @@ def _kv_append_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
                      _f(growing["median"], "{:.1f} ms"), _f(dynamic["median"], "{:.1f} ms (DynamicCache)"), "",
                      f"{c['growing_speedup']:.2f}× as fast; median of {growing['n']} steps each, taking turns; "
                      f"logits {'equal' if c['same_logits'] else 'DIFFER'}", name])
+    return rows
+
+
+_PACKING_WORK = (("label_ms", "a label (classify: a review's rows)"), ("decode_step_ms", "a chat decode step (1 row)"),
+                 ("prefill_ms", "a chat prefill"))
+
+
+def _packing_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for key, what in _PACKING_WORK:
+        packed, dense = r["median_ms"]["packed"][key], r["median_ms"]["F.linear"][key]
+        size = f" of {r['prefill_tokens']} tokens" if key == "prefill_ms" else ""
+        rows.append([f"oneDNN-packed weights vs torch's F.linear, whole engine: {what}{size}", f"{packed:.1f} ms",
+                     f"{dense:.1f} ms (F.linear)", "", f"packed {r['packed_speedup'][key]:.2f}× as fast; taking turns, "
+                     f"median of {len(r['times']['packed'][key])}", name])
+    chosen = r["app_linear_path"].split(" (")[0]
+    rows.append([f"Packing weighed with {r['one_row_share']:.0%} of the time decoding (the start-up rule)",
+                 f"{r['weighted_packed_speedup']:.2f}×", "", "1.05× to pack", f"the app chose here: {chosen}", name])
     return rows
 
 
@@ -346,9 +364,11 @@ def _run_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
 RUN_HEADER = ["Source", "Commit", "Prompts commit", "CPU used by other processes during the run"]
 
 MAIN_HEADER = ["Figure", "Ours", "Seed method (chat rows: bare forward loop)", "Limit", "Ours vs limit", "Source"]
-_ROWS = {"sentiment": _sentiment_rows, "chat": _chat_rows, "kv_append": _kv_append_rows, "startup": _startup_rows,
+_ROWS = {"sentiment": _sentiment_rows, "chat": _chat_rows, "kv_append": _kv_append_rows, "packing": _packing_rows,
+         "startup": _startup_rows,
          "concurrency": _concurrency_rows, "injection": _injection_rows, "batch": _batch_rows}
-_ORDER = {"sentiment": 0, "injection": 1, "batch": 2, "chat": 3, "kv_append": 4, "startup": 5, "concurrency": 6}
+_ORDER = {"sentiment": 0, "injection": 1, "batch": 2, "chat": 3, "kv_append": 4, "packing": 5, "startup": 6,
+          "concurrency": 7}
 # The tables under each model's main table: (heading, the bench whose files feed it or None for all, header, rows).
 DETAIL_TABLES = (
     ("Sentiment floor: what it assumes", "sentiment", SENTIMENT_FLOOR_HEADER, _sentiment_floor_rows),
@@ -638,6 +658,13 @@ def _isa_figures(bench: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         return [(f"Decode step at a {longest['context']}-token context, {shape}: KV appended in place / torch.cat per token",
                  f"{longest['step_ms']['GrowingCache']['median']:.0f} / {longest['step_ms']['DynamicCache']['median']:.0f} ms "
                  f"({longest['growing_speedup']:.2f}×)")]
+    if bench == "packing":
+        model = r.get("provenance", {}).get("model") or {}
+        shape = f"{model['shape']} shape" if model.get("kind") == "random" else "stand-in"
+        x = r["packed_speedup"]
+        return [(f"oneDNN-packed weights vs F.linear, {shape}: speed-up of a label / a decode step / a prefill; the app's choice",
+                 f"{x['label_ms']:.2f}× / {x['decode_step_ms']:.2f}× / {x['prefill_ms']:.2f}×; "
+                 f"{r['app_linear_path'].split(' (')[0]}")]
     if bench == "startup" and not r.get("worst_case"):
         ready, limit = r["ready_s"]["median"], r.get("limit", {}).get("ready_s")
         return [("Start-up to /healthz (× imports + one read of the weights)",
@@ -651,8 +678,8 @@ def isa_table(results: list[tuple[Path, dict[str, Any]]]) -> str:
     for path, r in results:
         model = r.get("provenance", {}).get("model") or {}
         # Real weights; and the KV append comparison on the product's shape too (random weights cost the same).
-        if r.get("bench") not in ("chat", "batch", "startup", "kv_append") or (
-                model.get("kind") != "real" and r.get("bench") != "kv_append"):
+        if r.get("bench") not in ("chat", "batch", "startup", "kv_append", "packing") or (
+                model.get("kind") != "real" and r.get("bench") not in ("kv_append", "packing")):
             continue
         key = (r["bench"], model.get("shape") or "", isa(r))
         when = r.get("provenance", {}).get("when", "")

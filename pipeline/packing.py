@@ -114,14 +114,26 @@ def _self_check() -> PackingCheck:
     return PackingCheck(True, f"packed FP32 linear matches F.linear on inputs {shapes}")
 
 
-def packing_gain(weights: list[torch.Tensor], rows=(1, 32), reps: int = 5) -> tuple[float, str]:
-    """How many times faster the packed kernel runs these weights than F.linear here, and the times measured.
+@dataclass(frozen=True)
+class PackingProbe:
+    """How many times faster the packed kernel ran than F.linear at each row count timed, and the times."""
+
+    speedup: dict[int, float]
+    measured: str
+
+    def weighted(self, one_row_share: float) -> float:
+        """The speed-up of a mix spending one_row_share of F.linear's time at 1 row, the rest at the most rows."""
+        many = self.speedup[max(self.speedup)]
+        return 1 / (one_row_share / self.speedup[1] + (1 - one_row_share) / many)
+
+
+def packing_gain(weights: list[torch.Tensor], rows=(1, 32), reps: int = 5) -> PackingProbe:
+    """Time the packed kernel against F.linear on these weights at each row count (1 must be one of them).
 
     Each timing runs every weight in turn, as a forward does: with more weights than the CPU's cache
     holds, they stream from memory as in decoding (one weight alone would sit in cache and mislead).
-    Timed at one row (decoding) and at a review's rows, best of reps each, so a noisy neighbour cannot
-    make either look faster than it is; the two kernels take turns rep by rep, so a burst of load slows
-    both rather than one. The gain is the geometric mean over the row counts.
+    Best of reps each, so a noisy neighbour cannot make either look faster than it is; the two kernels
+    take turns rep by rep, so a burst of load slows both rather than one.
     """
     dense = [w.detach() for w in weights]
     packed = []
@@ -130,7 +142,7 @@ def packing_gain(weights: list[torch.Tensor], rows=(1, 32), reps: int = 5) -> tu
         linear.weight.data = w
         packed.append(PackedLinear(linear))
     kernels = {"packed": lambda x: [p(x) for p in packed], "F.linear": lambda x: [F.linear(x, w) for w in dense]}
-    ratios, times = [], []
+    speedup, times = {}, []
     with torch.inference_mode():
         for count in rows:
             x = torch.randn(count, dense[0].shape[1])
@@ -140,10 +152,10 @@ def packing_gain(weights: list[torch.Tensor], rows=(1, 32), reps: int = 5) -> tu
             for rep in range(reps):
                 for name in (list(kernels) if rep % 2 == 0 else list(kernels)[::-1]):
                     best[name] = min(best[name], _seconds(kernels[name], x))
-            ratios.append(best["F.linear"] / best["packed"])
+            speedup[count] = best["F.linear"] / best["packed"]
             times.append(f"{count} row{'s' if count > 1 else ''}: packed {best['packed'] * 1e3:.1f} ms, "
                          f"F.linear {best['F.linear'] * 1e3:.1f} ms")
-    return math.prod(ratios) ** (1 / len(ratios)), "; ".join(times)
+    return PackingProbe(speedup, "; ".join(times))
 
 
 def _seconds(fn, x: torch.Tensor) -> float:

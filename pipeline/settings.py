@@ -66,11 +66,13 @@ class Settings(EnvSettings):
         None, "CHAT_REPETITION_PENALTY", "Repetition penalty. Unset: the model's generation_config.")
     pack_weights: bool | None = setting(
         None, "PACK_WEIGHTS",
-        "Keep the linear layers' FP32 weights in oneDNN's packed layout (same values, faster kernels: "
-        "bench/README.md has the figures), if its self-check at load passes. Unset: unless a quick "
-        "measurement at load (ten layers' weights, 1 and 32 rows) finds it clearly slower than torch's "
-        "F.linear on this CPU (under 0.8x); the load line and /healthz say which and why. Costs a few seconds at start-up; with "
-        "tied embeddings (Qwen2.5) the packed output head is a second copy of the embedding.")
+        "Keep the linear layers' FP32 weights in oneDNN's packed layout (same values; faster kernels on "
+        "some CPUs, slower on others: bench/README.md has the figures), if its self-check at load passes. "
+        "Unset: only if a quick measurement at load (ten layers' weights, 1 and 32 rows) finds it at least "
+        "1.05x as fast as torch's F.linear with 85% of the time at 1 row, as in chat decoding; the output "
+        "head (one row only) is packed only if faster at 1 row. The load line and /healthz say which and why. "
+        "Packing costs about a second at start-up; with tied embeddings the packed output head is a second "
+        "copy of the embedding.")
     sentiment_system_prompt: str = setting(
         prompts.SENTIMENT_SYSTEM_PROMPT, "SENTIMENT_SYSTEM_PROMPT", "System prompt of the sentiment role.",
         shown=_SEE_PROMPTS)

@@ -282,6 +282,12 @@ def test_report_tables_keep_every_figure():
             _row(rows, name, f"{r['ready_s']['median']:.1f} s", f"{lim['ready_s']:.1f} s", f"{lim['import_s']:.1f} s",
                  f"{lim['read_weights_s']:.1f} s")
             assert f"{r['peak_rss_loading'] / r['weight_bytes_fp32']:.2f}× weights" in _row(rows, "Peak RSS while loading", source=name)
+        elif b == "packing":
+            for key, what in report._PACKING_WORK:
+                row = _row(rows, f"oneDNN-packed weights vs torch's F.linear, whole engine: {what}", source=name)
+                assert f"| {r['median_ms']['packed'][key]:.1f} ms | {r['median_ms']['F.linear'][key]:.1f} ms (F.linear) |" in row
+                assert f"packed {r['packed_speedup'][key]:.2f}× as fast" in row
+            assert f"| {r['weighted_packed_speedup']:.2f}× |" in _row(rows, "Packing weighed with", source=name)
         elif b == "concurrency":
             for lv in r["levels"]:
                 row = _row(rows, f"/api/infer ({r['mode']}), {lv['clients']} client(s):", source=name)
@@ -346,3 +352,15 @@ def test_the_adopted_layout_is_the_one_measured_as_tagged_drop():
 
     measured = prompt_robust.VARIANTS["tagged_drop"]
     assert dataclasses.replace(measured, uncertain_below=SENTIMENT_PROMPT.uncertain_below) == SENTIMENT_PROMPT
+
+
+def test_packing_bench_times_both_layouts_in_turn_and_reports_them(tmp_path):
+    from bench import packing as packing_bench
+
+    r = packing_bench.main(["--shape", "tiny", "--cache-dir", str(tmp_path / "models"), "--out-dir", str(tmp_path),
+                            "--threads", "1", "--reviews", "2", "--rounds", "2", "--decode-steps", "2", "--prefill", "16"])
+    assert {kind: {what: len(t) for what, t in by.items()} for kind, by in r["times"].items()} == {
+        kind: {"label_ms": 2, "decode_step_ms": 2, "prefill_ms": 2} for kind in ("packed", "F.linear")}
+    assert r["same_labels"] == 2 and r["app_linear_path"].startswith(("oneDNN packed", "torch F.linear"))
+    text = report.table(report.load_results(tmp_path))
+    assert "whole engine: a chat decode step (1 row)" in text and "the app chose here: " in text

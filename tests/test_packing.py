@@ -46,26 +46,70 @@ def test_packed_linear_matches_nn_linear(shape, bias):
 
 def test_packing_gain_times_both_kernels_on_the_same_weights():
     weights = [torch.randn(96, 48) for _ in range(3)]
-    gain, measured = packing.packing_gain(weights, rows=(1, 4), reps=2)
-    assert gain > 0 and "1 row: packed" in measured and "4 rows: packed" in measured and "F.linear" in measured
+    probe = packing.packing_gain(weights, rows=(1, 4), reps=2)
+    assert set(probe.speedup) == {1, 4} and all(x > 0 for x in probe.speedup.values())
+    assert "1 row: packed" in probe.measured and "4 rows: packed" in probe.measured and "F.linear" in probe.measured
 
 
-def test_the_engine_says_which_linear_path_it_took(tiny_engine, stock_engine, tiny_engine_with, monkeypatch):
+@pytest.mark.parametrize("speedup, share, expected", [
+    ({1: 1.0, 32: 1.0}, 0.85, 1.0),
+    ({1: 0.5, 32: 2.0}, 0.5, 0.8),  # half the time at each: 1 / (0.5/0.5 + 0.5/2)
+    ({1: 0.5, 32: 2.0}, 1.0, 0.5),
+    ({1: 2.0, 8: 9.0, 32: 4.0}, 0.0, 4.0),  # the rest of the time counts at the most rows timed
+])
+def test_a_probe_weighs_its_speed_ups_by_where_the_time_goes(speedup, share, expected):
+    assert packing.PackingProbe(speedup, "").weighted(share) == pytest.approx(expected)
+
+
+# (each probe's speed-ups at 1 and 32 rows; whether the layers and the head are packed; the path stated).
+# Under 1.05x on the decode-weighted mix, the probe runs once more and the better of the two counts.
+DECISIONS = [
+    (({1: 0.8, 32: 1.0}, {1: 0.84, 32: 1.04}), False, False,
+     "torch F.linear (oneDNN packing would run 0.86x as fast as F.linear with 85% of the time at 1 row "
+     "(1 row 0.84x, 32 rows 1.04x), best of two probes: timed 2)"),
+    (({1: 0.4, 32: 0.6}, {1: 1.1, 32: 1.5}), True, True,
+     "oneDNN packed FP32 (self-check passed; 1.15x as fast as F.linear with 85% of the time at 1 row "
+     "(1 row 1.10x, 32 rows 1.50x), best of two probes: timed 2)"),
+    (({1: 0.9, 32: 1.6}, {1: 0.88, 32: 1.5}), False, False,  # faster at a review's rows, slower decoding
+     "torch F.linear (oneDNN packing would run 0.96x as fast as F.linear with 85% of the time at 1 row "
+     "(1 row 0.90x, 32 rows 1.60x), best of two probes: timed 1)"),
+    (({1: 0.98, 32: 2.0},), True, False,  # the head only ever runs one row, where packing is slower
+     "oneDNN packed FP32, output head in torch layout (self-check passed; 1.06x as fast as F.linear with 85% "
+     "of the time at 1 row (1 row 0.98x, 32 rows 2.00x): timed 1)"),
+    (({1: 2.2, 32: 2.9},), True, True,
+     "oneDNN packed FP32 (self-check passed; 2.28x as fast as F.linear with 85% of the time at 1 row "
+     "(1 row 2.20x, 32 rows 2.90x): timed 1)"),
+]
+
+
+@pytest.mark.parametrize("probes, packs, packs_head, stated", DECISIONS)
+def test_packing_is_kept_only_where_it_pays_on_a_decode_weighted_mix(stock_engine, monkeypatch, probes, packs,
+                                                                     packs_head, stated):
+    runs = iter(enumerate(probes, start=1))
+    monkeypatch.setattr(packing, "packing_gain",
+                        lambda weights: (lambda n, speedup: packing.PackingProbe(speedup, f"timed {n}"))(*next(runs)))
+    engine = pipeline.Engine.__new__(pipeline.Engine)  # only the decision, on the tiny model's layers
+    decision = engine._packing_decision(stock_engine.model, stock_engine.settings.__class__(
+        model_dir=stock_engine.settings.model_dir, pack_weights=None))
+    assert decision == (packs, packs_head, stated)
+    assert next(runs, None) is None  # probed exactly as often as listed
+
+
+def test_the_engine_says_which_linear_path_it_took(tiny_engine, stock_engine):
     assert tiny_engine.linear_path.startswith("oneDNN packed FP32 (self-check passed; PACK_WEIGHTS=true)")
     assert stock_engine.linear_path == "torch F.linear (PACK_WEIGHTS=false)"
-    # (the probes' gains, whether it packs, the path it states); a gain under 0.8 is probed once more
-    cases = (((0.7, 0.6), False, "torch F.linear (oneDNN packing ran 0.70x as fast on this CPU, best of two probes: timed 1)"),
-             ((0.5, 1.05), True, "oneDNN packed FP32 (self-check passed; 1.05x as fast as F.linear on a second probe: timed 2)"),
-             ((0.95,), True, "oneDNN packed FP32 (self-check passed; 0.95x as fast as F.linear: timed 1)"),
-             ((1.3,), True, "oneDNN packed FP32 (self-check passed; 1.30x as fast as F.linear: timed 1)"))
-    for gains, packs, stated in cases:
-        probes = iter(enumerate(gains, start=1))
-        monkeypatch.setattr(packing, "packing_gain", lambda weights: (lambda n, g: (g, f"timed {n}"))(*next(probes)))
-        engine = pipeline.Engine.__new__(pipeline.Engine)  # only the decision, on the tiny model's layers
-        pack, path = engine._packing_decision(stock_engine.model, stock_engine.settings.__class__(
-            model_dir=stock_engine.settings.model_dir, pack_weights=None))
-        assert (pack, path) == (packs, stated)
-        assert next(probes, None) is None  # probed exactly as often as the gains listed
+
+
+def test_a_head_slower_packed_at_one_row_stays_in_torch_layout(tiny_model_dir, monkeypatch):
+    from tests.conftest import TINY_SETTINGS
+
+    monkeypatch.setattr(packing, "packing_gain", lambda weights: packing.PackingProbe({1: 0.98, 32: 2.0}, "timed"))
+    engine = pipeline.load_engine(tiny_model_dir, **{**TINY_SETTINGS, "pack_weights": None})
+    layers = _linears(engine.model.base_model)
+    assert layers and set(layers.values()) == {PackedLinear}
+    assert type(engine.model.get_output_embeddings()) is nn.Linear
+    assert engine.packed_linears == len(layers)
+    assert engine.linear_path.startswith("oneDNN packed FP32, output head in torch layout")
 
 
 def test_engine_packs_every_linear_by_default_and_none_when_told_not(tiny_engine, stock_engine):

@@ -83,8 +83,9 @@ def test_profile_of_ours_adds_up(tiny_engine):
     assert prof["texts"] == 4
     assert sum(prof["share_by_kind"].values()) == pytest.approx(1.0)
     assert prof["share_by_kind"] == pytest.approx(sentiment.profile_shares(prof["self_cpu_us"]))
-    # the tiny model's time is mostly its linear layers and the ops around them, not "other"
-    assert prof["share_by_kind"]["linear"] > prof["share_by_kind"]["other"]
+    # the profile saw the model's linear layers and element-wise ops (their shares are timings: not judged here)
+    kinds = {sentiment.op_kind(name) for name in prof["self_cpu_us"]}
+    assert {"linear", "elementwise"} <= kinds and prof["share_by_kind"]["linear"] > 0
 
 
 @pytest.mark.parametrize("name, kind", [

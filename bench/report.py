@@ -193,7 +193,7 @@ def _packing_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
                      f"median of {len(r['times']['packed'][key])}", name])
     chosen = r["app_linear_path"].split(" (")[0]
     rows.append([f"Packing weighed with {r['one_row_share']:.0%} of the time decoding (the start-up rule)",
-                 f"{r['weighted_packed_speedup']:.2f}×", "", "1.05× to pack", f"the app chose here: {chosen}", name])
+                 f"{r['weighted_packed_speedup']:.2f}×", "", f"{r['min_gain']:.2f}× to pack", f"the app chose here: {chosen}", name])
     return rows
 
 

@@ -359,9 +359,10 @@ def test_packing_bench_times_both_layouts_in_turn_and_reports_them(tmp_path):
     from bench import packing as packing_bench
 
     r = packing_bench.main(["--shape", "tiny", "--cache-dir", str(tmp_path / "models"), "--out-dir", str(tmp_path),
-                            "--threads", "1", "--reviews", "2", "--rounds", "2", "--decode-steps", "2", "--prefill", "16"])
+                            "--threads", "1", "--reviews", "2", "--rounds", "2", "--decode-steps", "2", "--turns", "1"])
     assert {kind: {what: len(t) for what, t in by.items()} for kind, by in r["times"].items()} == {
         kind: {"label_ms": 2, "decode_step_ms": 2, "prefill_ms": 2} for kind in ("packed", "F.linear")}
     assert r["same_labels"] == 2 and r["app_linear_path"].startswith(("oneDNN packed", "torch F.linear"))
+    assert r["prefill_tokens"] > 0
     text = report.table(report.load_results(tmp_path))
     assert "whole engine: a chat decode step (1 row)" in text and "the app chose here: " in text

@@ -35,8 +35,8 @@ ONE_ROW_SHARE = 0.85
 # Packing is kept only when it pays on that mix by more than the probe's noise: it costs start-up time
 # (reordering every weight, about 0.6 s here), and on 2 shared cores the same probe varied by about
 # 10% from one start to the next. bench.packing, the whole engine on an Intel Xeon: packed decode steps
-# ran 0.87-0.89x as fast as F.linear's with AVX2 and 1.00-1.04x with AVX-512, labels 0.97-1.10x and
-# 1.14-1.27x, so there it decodes on F.linear; an AMD EPYC measured 2.2x at 1 row and 3x at 32 (README).
+# ran 0.82-0.89x as fast as F.linear's with AVX2 and 0.92-1.04x with AVX-512, labels 0.95-1.22x and
+# 1.00-1.27x, so there it decodes on F.linear; an AMD EPYC measured 2.2x at 1 row and 3x at 32 (README).
 PACKING_MIN_GAIN = 1.05
 # Under this, a probe is taken for a burst of load rather than the kernels (the same FP32 arithmetic on
 # the same weights), and run once more: bursts made packing look 0.51x here, while the slowest packed

@@ -21,7 +21,7 @@ import time
 from typing import Any, Sequence
 
 from bench import data
-from bench.common import base_parser, provenance, resolve_model_dir, result_path, summary, write_result
+from bench.common import base_parser, in_turn, provenance, resolve_model_dir, result_path, summary, write_result
 
 CURVE_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -111,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         part = texts[r * per_round:(r + 1) * per_round]
         if not part:
             break
-        # Which goes first alternates, so a change in the machine's load part-way hits both alike.
-        for run in ((one_by_one, batched) if r % 2 == 0 else (batched, one_by_one)):
+        for run in in_turn((one_by_one, batched), r):
             results, seconds = run(engine, part)
             if run is one_by_one:
                 single += results

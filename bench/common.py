@@ -250,6 +250,13 @@ class CpuShare:
                 "others": max(0.0, busy - mine) / total}
 
 
+def in_turn(items, i: int) -> list:
+    """items in order on even i and reversed on odd i: which goes first alternates, so a change in the
+    machine's load part-way through hits every contender alike."""
+    items = list(items)
+    return items if i % 2 == 0 else items[::-1]
+
+
 def in_worker_thread(fn, *args, **kwargs):
     """fn(*args, **kwargs) in a fresh thread, as the app runs the engine (web-server worker threads).
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from pipeline import LABELS
 
 from . import data
-from .common import CpuShare, Deadline, base_parser, load, provenance, resolve_model_dir, result_path, write_result
+from .common import CpuShare, Deadline, base_parser, in_turn, load, provenance, resolve_model_dir, result_path, write_result
 from .methods import METHODS
 
 SKIP = 1000  # the accuracy run's held-out items
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         variants = [("clean", text)] + attacked(text, label)
         for j, (family, variant) in enumerate(variants):
             row = {"index": index, "gold": label, "family": family}
-            for m in (methods if (k + j) % 2 == 0 else list(reversed(methods))):
+            for m in in_turn(methods, k + j):
                 pred = METHODS[m](engine, variant)
                 row[m] = {"label": pred.label, "ms": pred.ms}
                 if pred.output is not None:

@@ -24,7 +24,7 @@ from transformers import DynamicCache
 from pipeline.growing_cache import GrowingCache
 
 from .chat import HISTORY, MESSAGE, history_messages
-from .common import base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
+from .common import base_parser, in_turn, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
 
 CACHES = {"DynamicCache": DynamicCache, "GrowingCache": GrowingCache}
 
@@ -44,7 +44,7 @@ def compare(engine, context: int, steps: int) -> dict[str, Any]:
         for step in range(steps):
             token = int(logits["DynamicCache"].argmax())
             same = same and torch.equal(logits["DynamicCache"], logits["GrowingCache"])
-            for name in (list(CACHES) if step % 2 == 0 else list(CACHES)[::-1]):
+            for name in in_turn(CACHES, step):
                 started = time.perf_counter()
                 out = model(input_ids=torch.tensor([[token]]), past_key_values=caches[name], use_cache=True,
                             logits_to_keep=1)

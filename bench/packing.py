@@ -13,18 +13,19 @@ start-up probe that decides which path the app takes (`Engine._packing_decision`
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import time
 from typing import Any, Sequence
 
-from pipeline.engine import ONE_ROW_SHARE, PACKING_MIN_GAIN
+from pipeline.engine import ONE_ROW_SHARE, PACKING_MIN_GAIN, Engine
 from pipeline.packing import PackingProbe
 from pipeline.routing import Mode
 
 from . import data
 from .chat import bare_run
-from .common import base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, write_result
+from .common import base_parser, in_turn, in_worker_thread, load, provenance, resolve_model_dir, result_path, write_result
 
 KINDS = ("packed", "F.linear")
 
@@ -39,9 +40,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_dir, model = resolve_model_dir(args)
     engines = {"packed": load(model_dir, threads=args.threads, pack_weights=True),
                "F.linear": load(model_dir, threads=args.threads, pack_weights=False)}
-    probe_engine = load(model_dir, threads=args.threads)  # as the app loads it: the probe decides
-    chosen = probe_engine.linear_path
-    del probe_engine
+    # What the app would choose here: its start-up probe, run on the dense engine's weights.
+    dense = engines["F.linear"]
+    _, _, chosen = Engine._packing_decision(dense.model, dataclasses.replace(dense.settings, pack_weights=None))
     prov = provenance(model, engines["packed"])
     prov["linear_path"] = chosen
 
@@ -56,14 +57,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         same_labels = 0
         for i, request in enumerate(requests):
             labels = {}
-            for kind in (KINDS if i % 2 == 0 else KINDS[::-1]):
+            for kind in in_turn(KINDS, i):
                 started = time.perf_counter()
                 labels[kind] = engines[kind].classify(request).label
                 times[kind]["label_ms"].append((time.perf_counter() - started) * 1000)
             same_labels += labels["packed"] == labels["F.linear"]
         prompt_tokens = 0
         for i in range(args.rounds):
-            for kind in (KINDS if i % 2 == 0 else KINDS[::-1]):
+            for kind in in_turn(KINDS, i):
                 run = bare_run(engines[kind], args.turns, args.decode_steps + 1)
                 times[kind]["decode_step_ms"].append(run["step_ms"]["median"])
                 times[kind]["prefill_ms"].append(run["prefill_ms"])

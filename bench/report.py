@@ -183,6 +183,17 @@ _PACKING_WORK = (("label_ms", "a label (classify: a review's rows)"), ("decode_s
                  ("prefill_ms", "a chat prefill"))
 
 
+def _chosen_path(r: dict[str, Any]) -> str:
+    """The linear path the app chose, without the probe's figures: "torch F.linear" or "oneDNN packed FP32"."""
+    return r["app_linear_path"].split(" (")[0]
+
+
+def _model_label(r: dict[str, Any]) -> str:
+    """ "qwen1.5-0.5b shape" for random weights of a named shape, else "stand-in"."""
+    model = r.get("provenance", {}).get("model") or {}
+    return f"{model['shape']} shape" if model.get("kind") == "random" else "stand-in"
+
+
 def _packing_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
     rows = []
     for key, what in _PACKING_WORK:
@@ -191,7 +202,7 @@ def _packing_rows(name: str, r: dict[str, Any]) -> list[list[str]]:
         rows.append([f"oneDNN-packed weights vs torch's F.linear, whole engine: {what}{size}", f"{packed:.1f} ms",
                      f"{dense:.1f} ms (F.linear)", "", f"packed {r['packed_speedup'][key]:.2f}× as fast; taking turns, "
                      f"median of {len(r['times']['packed'][key])}", name])
-    chosen = r["app_linear_path"].split(" (")[0]
+    chosen = _chosen_path(r)
     rows.append([f"Packing weighed with {r['one_row_share']:.0%} of the time decoding (the start-up rule)",
                  f"{r['weighted_packed_speedup']:.2f}×", "", f"{r['min_gain']:.2f}× to pack", f"the app chose here: {chosen}", name])
     return rows
@@ -653,18 +664,14 @@ def _isa_figures(bench: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         return out
     if bench == "kv_append":
         longest = r["by_context"][-1]
-        model = r.get("provenance", {}).get("model") or {}
-        shape = f"{model['shape']} shape" if model.get("kind") == "random" else "stand-in"
-        return [(f"Decode step at a {longest['context']}-token context, {shape}: KV appended in place / torch.cat per token",
+        return [(f"Decode step at a {longest['context']}-token context, {_model_label(r)}: KV appended in place / torch.cat per token",
                  f"{longest['step_ms']['GrowingCache']['median']:.0f} / {longest['step_ms']['DynamicCache']['median']:.0f} ms "
                  f"({longest['growing_speedup']:.2f}×)")]
     if bench == "packing":
-        model = r.get("provenance", {}).get("model") or {}
-        shape = f"{model['shape']} shape" if model.get("kind") == "random" else "stand-in"
         x = r["packed_speedup"]
-        return [(f"oneDNN-packed weights vs F.linear, {shape}: speed-up of a label / a decode step / a prefill; the app's choice",
+        return [(f"oneDNN-packed weights vs F.linear, {_model_label(r)}: speed-up of a label / a decode step / a prefill; the app's choice",
                  f"{x['label_ms']:.2f}× / {x['decode_step_ms']:.2f}× / {x['prefill_ms']:.2f}×; "
-                 f"{r['app_linear_path'].split(' (')[0]}")]
+                 f"{_chosen_path(r)}")]
     if bench == "startup" and not r.get("worst_case"):
         ready, limit = r["ready_s"]["median"], r.get("limit", {}).get("ready_s")
         return [("Start-up to /healthz (× imports + one read of the weights)",

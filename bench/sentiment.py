@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from pipeline import LABELS, UserInputError
 
 from . import data, machine
-from .common import CpuShare, Deadline, base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
+from .common import CpuShare, Deadline, base_parser, in_turn, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
 from .methods import UNPARSED, VARIANTS, run_variant
 
 REVIEWED_TSV = Path(__file__).resolve().parent / "reviewed.tsv"
@@ -120,7 +120,7 @@ def run_items(engine, items: Sequence[tuple[str, str]], methods: Sequence[str], 
             print(f"time budget spent after {i} items", file=sys.stderr)
             break
         row: dict[str, Any] = {"index": i, "gold": gold, "key": text_key(text), "chars": len(text)}
-        order = list(methods) if i % 2 == 0 else list(reversed(methods))
+        order = in_turn(methods, i)
         for name in order:
             try:
                 pred = run_variant(name, engines, text)

@@ -51,9 +51,9 @@ ARG MODEL_ID=Qwen/Qwen1.5-0.5B-Chat
 ARG MODEL_REVISION=
 ARG MODEL_NAME
 WORKDIR /src
-# The download needs only these two files, so editing the app never downloads the weights again. The context's
+# The download needs only these three files, so editing the app never downloads the weights again. The context's
 # weights/ is bind-mounted, not copied: its GBs are read, never stored in a layer.
-COPY pipeline/weights.py pipeline/errors.py pipeline/
+COPY pipeline/weights.py pipeline/fp32.py pipeline/errors.py pipeline/
 RUN touch pipeline/__init__.py
 RUN --mount=type=bind,source=weights,target=/context-weights \
     set -eu; \
@@ -91,8 +91,9 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=weights /weights/${MODEL_NAME} /app/weights/${MODEL_NAME}
 WORKDIR /app
 COPY pipeline/ pipeline/
-# The app: demo.py and the top-level modules it imports (webapi.py, ...).
-COPY *.py ./
+# The web layer (the service, the APIs, the page's parts and its static files) and demo.py, the entry point.
+COPY app/ app/
+COPY demo.py ./
 USER 1000:1000
 EXPOSE 7860
 # Python, not curl: slim images have no curl. start-period covers loading the model.

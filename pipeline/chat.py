@@ -93,7 +93,7 @@ class _Generation:
                 self.finish_reason = "stop"
             else:
                 self.finish_reason = "length"
-        except BaseException as exc:  # handed to the reader, which re-raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which re-raises it
             self.error = exc
             self.finish_reason = "error"
             self.streamer.end()

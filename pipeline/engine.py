@@ -15,6 +15,7 @@ from .chat import BetweenTokens, ChatStream, GenerationCounts, trim_history
 from .errors import UserInputError
 from .loading import load_model
 from .messages import chars_for_tokens, limit_in_chars, refusal
+from .iteration import last
 from .growing_cache import GROWTH_TOKENS, GrowingCache, release_freed_memory
 from .kv_store import ConversationCache, Taken
 from .model_lock import ModelLock
@@ -224,9 +225,7 @@ class Engine(GenerationCounts):
 
     def classify_many(self, texts: Sequence[object], batch_size: int | None = None) -> list[Sentiment | UserInputError]:
         """The sentiment of every text, read in slices (pipeline.batch); a refused text gets its UserInputError."""
-        for progress in batch.classify_many(self, texts, batch_size):
-            pass
-        return progress.results
+        return last(batch.classify_many(self, texts, batch_size)).results
 
     def chat(self, request: Request, max_new_tokens: int | None = None) -> ChatStream:
         """Start the reply to a prepared request; returns a stream of text pieces."""

@@ -81,7 +81,7 @@ def packing_check() -> PackingCheck:
     """Whether packed linears work in this process, and why; runs the self-check once, on first use."""
     try:
         verdict = _self_check()
-    except Exception as error:  # whatever the private ops raise (missing, unsupported CPU) rules them out
+    except Exception as error:  # noqa: BLE001 - whatever the private ops raise (missing, unsupported CPU) rules them out
         first_line = next(iter(str(error).strip().splitlines()), "")
         verdict = PackingCheck(False, f"packed linear raised {type(error).__name__}: {first_line}"[:300])
     if not verdict.available:

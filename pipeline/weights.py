@@ -12,16 +12,15 @@ import errno
 import fnmatch
 import hashlib
 import json
-import math
 import os
 import shutil
-import struct
 import sys
 from pathlib import Path
 
 # Only .errors at import time: the Dockerfile's download step runs with this file and errors.py alone, so
 # editing the app never invalidates the downloaded layer.
 from .errors import WeightsNotFoundError
+from .fp32 import WeightsError, convert_shard, fp32_size
 
 DEFAULT_MODEL_ID = "Qwen/Qwen1.5-0.5B-Chat"
 SUPPORTED_MODEL_IDS = ("Qwen/Qwen1.5-0.5B-Chat", "Qwen/Qwen2.5-0.5B-Instruct")
@@ -29,14 +28,8 @@ WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = "manifest.json"
 # What a model folder needs; other formats (.bin, .gguf, onnx) and docs in a hub repo are left out.
 ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken", "LICENSE*")
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
-_ITEMSIZE = {"F32": 4, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _HUB_TIMEOUT_S = 15.0
 _CHUNK = 1 << 24
-
-
-class WeightsError(Exception):
-    """The weights cannot be fetched, converted or verified; the message says why and what to do."""
 
 
 def default_dest(name: str) -> Path:
@@ -102,7 +95,7 @@ def convert(src: Path, dest: Path | None = None, model_id: str | None = None, re
     shards = sorted(p.name for p in src.glob("*.safetensors"))
     others = sorted(p.name for p in src.iterdir() if p.is_file() and _wanted(p.name)
                     and not p.name.endswith(".safetensors") and p.name != MANIFEST)
-    ensure_free_space(dest.parent, sum(_fp32_size(src / s) for s in shards)
+    ensure_free_space(dest.parent, sum(fp32_size(src / s) for s in shards)
                       + sum((src / o).stat().st_size for o in others))
     partial = dest.parent / f".{dest.name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -257,69 +250,13 @@ def _write_folder(src: Path, out: Path, shards: list[str], others: list[str]) ->
             data = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode()
         elif name == "model.safetensors.index.json":
             index = json.loads(data)
-            index.setdefault("metadata", {})["total_size"] = sum(_fp32_size(src / s, header_only=True) for s in shards)
+            index.setdefault("metadata", {})["total_size"] = sum(fp32_size(src / s, header_only=True) for s in shards)
             data = (json.dumps(index, indent=2) + "\n").encode()
         _write_bytes(out / name, data)
         files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     for name in shards:
         files[name] = convert_shard(src / name, out / name)
     return dict(sorted(files.items()))
-
-
-def convert_shard(src: Path, dst: Path) -> dict:
-    """Write src's tensors to dst with floating point ones as FP32, one tensor in memory at a time."""
-    import torch
-    from safetensors import safe_open
-    from tqdm import tqdm
-
-    with safe_open(src, "pt") as f:
-        header, names = _fp32_header(f, src)
-        blob = json.dumps(header, separators=(",", ":")).encode()
-        blob += b" " * (-len(blob) % 8)  # safetensors aligns the data to 8 bytes
-        digest = hashlib.sha256()
-        with open(dst, "wb") as out:
-            for part in (struct.pack("<Q", len(blob)), blob):
-                out.write(part)
-                digest.update(part)
-            for name in tqdm(names, desc=f"FP32 {src.name}", unit="tensor", file=sys.stderr):
-                tensor = f.get_tensor(name)
-                if tensor.is_floating_point():
-                    tensor = tensor.to(torch.float32)
-                data = memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
-                out.write(data)
-                digest.update(data)
-                del tensor, data
-    os.chmod(dst, 0o644)
-    with safe_open(dst, "pt") as check:  # the file must read back as a safetensors file with the same tensors
-        if sorted(check.keys()) != sorted(names):
-            raise WeightsError(f"{dst} did not read back with the tensors of {src}")
-    return {"sha256": digest.hexdigest(), "size": dst.stat().st_size}
-
-
-def _fp32_header(f, src: Path) -> tuple[dict, list[str]]:
-    header, offset = {}, 0
-    names = sorted(f.keys())
-    for name in names:
-        piece = f.get_slice(name)
-        dtype, shape = piece.get_dtype(), list(piece.get_shape())
-        dtype = "F32" if dtype in _FLOAT_DTYPES else dtype
-        if dtype not in _ITEMSIZE:
-            raise WeightsError(f"{src} holds tensor {name} as {piece.get_dtype()}, which this tool cannot convert "
-                               "(quantized checkpoints are not supported).")
-        size = math.prod(shape) * _ITEMSIZE[dtype]
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    header["__metadata__"] = {**(f.metadata() or {}), "format": "pt"}
-    return header, names
-
-
-def _fp32_size(shard: Path, header_only: bool = False) -> int:
-    from safetensors import safe_open
-
-    with safe_open(shard, "pt") as f:
-        header, _ = _fp32_header(f, shard)
-    data = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    return data if header_only else data + len(json.dumps(header)) + 16
 
 
 def _replace(partial: Path, dest: Path) -> None:

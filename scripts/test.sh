@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs all the tests on a fresh machine: makes .venv, installs CPU-only torch and the rest, installs
-# Debian's chromium and docker-compose for the browser and compose tests when missing (as root), then pytest.
+# Debian's chromium and docker-compose for the browser and compose tests when missing (as root), then ruff and pytest.
 #   bash scripts/test.sh              the default suite (fast; slow tests skipped)
 #   bash scripts/test.sh --slow       only the slow load / long-session tests
 #   bash scripts/test.sh ARGS...      any other pytest arguments (e.g. -k chat)
@@ -45,6 +45,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     done
   fi
 fi
+# The linter first: it is quick, and its rules (pyproject.toml) are part of what the tests check.
+"$venv/bin/ruff" check --quiet .
 args=("$@")
 if [ "${1:-}" = "--slow" ]; then args=(-m slow "${@:2}"); fi
 exec "$venv/bin/python" -m pytest "${args[@]}"

@@ -11,8 +11,9 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-import server
-from gate import Job
+import demo
+from app.gate import Job
+from app.server import App, ServerSettings
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -71,10 +72,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(engine, **settings: Any) -> Iterator[server.App]:
+def serve(engine, **settings: Any) -> Iterator[App]:
     """The whole app (page, Gradio API, JSON API) on a free loopback port, healthy or 503-loading."""
     for attempt in range(3):
-        app = server.create_app(engine, server.ServerSettings(host="127.0.0.1", port=free_port(), **settings))
+        app = demo.create_app(engine, ServerSettings(host="127.0.0.1", port=free_port(), **settings))
         try:
             app.launch(prevent_thread_lock=True, quiet=True)
             break
@@ -87,6 +88,12 @@ def serve(engine, **settings: Any) -> Iterator[server.App]:
         yield app
     finally:
         app.close()
+
+
+def event_id(url: str, api_name: str) -> int:
+    """The id of the page's event named api_name, from the config the page itself loads (GET /config)."""
+    dependencies = httpx.get(f"{url.rstrip('/')}/config", timeout=10).json()["dependencies"]
+    return next(d["id"] for d in dependencies if d["api_name"] == api_name)
 
 
 def _health(url: str) -> int | None:

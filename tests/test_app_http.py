@@ -18,7 +18,7 @@ import demo
 import pipeline
 from pipeline import LABELS
 from tests.fakes import FakeEngine
-from gate import BUSY_MESSAGE
+from app.gate import BUSY_MESSAGE
 from tests.served import hold_model, serve, wait_until
 
 

@@ -11,12 +11,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import reviews_table
-from gate import Busy, Cancelled, Job, ModelService
+from app.gate import Busy, Cancelled, Job, ModelService
+from app.ui import batch_files
 from pipeline import Mode, Sentiment, UserInputError
 from pipeline.batch import SLICE_TOKENS, classify_many, plan_slices
 from tests.fakes import FakeEngine
-from webapi import api_router
+from app.http_api import api_router
 
 # Reviews of very different lengths (1 to about 100 tokens; the tiny model takes 128), so one slice pads short ones a lot.
 REVIEWS = [
@@ -208,7 +208,7 @@ def test_api_classify_wants_post(client):
 def test_csv_in_gbk_with_a_header_finds_the_review_column(tmp_path):
     path = tmp_path / "export.csv"
     path.write_bytes("编号,评论,评分\n1,\"好吃，但是贵, 很贵\",5\n2,太差了,1\n3,,2\n\n".encode("gb18030"))
-    table = reviews_table.read_table(path)
+    table = batch_files.read_table(path)
     assert table.header == ["编号", "评论", "评分"]
     assert table.text_column() == 1
     assert table.texts(1) == ["好吃，但是贵, 很贵", "太差了", ""]
@@ -217,14 +217,14 @@ def test_csv_in_gbk_with_a_header_finds_the_review_column(tmp_path):
 def test_tab_separated_and_headerless_files(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("id\ttext\n7\t很好，推荐\n", encoding="utf-8")
-    assert reviews_table.read_table(path).texts(1) == ["很好，推荐"]
-    assert reviews_table.read_table(path, header=False).column_names() == ["第 1 列", "第 2 列"]
+    assert batch_files.read_table(path).texts(1) == ["很好，推荐"]
+    assert batch_files.read_table(path, header=False).column_names() == ["第 1 列", "第 2 列"]
 
 
 def test_txt_keeps_blank_lines_inside_and_drops_trailing_ones(tmp_path):
     path = tmp_path / "r.txt"
     path.write_text("很好\n\n太差\n\n\n", encoding="utf-8")
-    assert reviews_table.read_table(path).texts(0) == ["很好", "", "太差"]
+    assert batch_files.read_table(path).texts(0) == ["很好", "", "太差"]
 
 
 def test_xlsx_is_read(tmp_path):
@@ -235,7 +235,7 @@ def test_xlsx_is_read(tmp_path):
     for row in (["日期", "内容"], ["2026-01-01", "物流很快"], ["2026-01-02", None]):
         sheet.append(row)
     book.save(tmp_path / "r.xlsx")
-    table = reviews_table.read_table(tmp_path / "r.xlsx")
+    table = batch_files.read_table(tmp_path / "r.xlsx")
     assert table.header == ["日期", "内容"] and table.text_column() == 1
     assert table.texts(1) == ["物流很快", ""]
 
@@ -244,19 +244,19 @@ def test_unreadable_files_are_refused_in_both_languages(tmp_path):
     bad = tmp_path / "x.xlsx"
     bad.write_bytes(b"not a workbook")
     with pytest.raises(UserInputError) as refused:
-        reviews_table.read_table(bad)
+        batch_files.read_table(bad)
     assert "不是有效的 .xlsx" in refused.value.chinese
     with pytest.raises(UserInputError, match="use .csv, .xlsx or .txt"):
-        reviews_table.read_table(tmp_path / "x.pdf")
+        batch_files.read_table(tmp_path / "x.pdf")
 
 
 def test_labelled_csv_keeps_every_row_and_appends_the_labels():
-    table = reviews_table.ReviewsTable([["1", "很好"], ["2", ""], ["3"]], ["id", "评论"], "t.csv")
+    table = batch_files.ReviewsTable([["1", "很好"], ["2", ""], ["3"]], ["id", "评论"], "t.csv")
     results = [Sentiment("正面", 0.91234, 1.0, {}), UserInputError("empty", "请先输入内容再发送"), None]
-    data = reviews_table.labelled_csv(table, results)
+    data = batch_files.labelled_csv(table, results)
     assert data.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
-    assert rows[0] == ["id", "评论", *reviews_table.LABEL_COLUMNS]
+    assert rows[0] == ["id", "评论", *batch_files.LABEL_COLUMNS]
     assert rows[1] == ["1", "很好", "正面", "0.9123", "否", ""]
     assert rows[2] == ["2", "", "", "", "", "请先输入内容再发送"]
     assert rows[3] == ["3", "", "", "", "", "未分析（已停止）"]
@@ -266,10 +266,9 @@ def test_labelled_files_older_than_an_hour_are_removed_when_a_new_one_is_written
     import os
     import time
 
-    import demo  # noqa: F401  (first: it sets Gradio's environment before Gradio is imported)
-    import batch_tab
+    from app.ui import batch_tab
 
-    table = reviews_table.ReviewsTable([["很好"]], None, "r.txt")
+    table = batch_files.ReviewsTable([["很好"]], None, "r.txt")
     old = batch_tab.write_download(table, [None], root=tmp_path)
     recent = batch_tab.write_download(table, [None], root=tmp_path)
     hour_ago = time.time() - batch_tab.KEEP_RESULTS_S - 60

@@ -96,7 +96,7 @@ def test_sentiment_only_messages_stay_in_the_chat(page, tiny_engine):
         for text in ("第一条：物流很快。", "第二条：包装破了。"):
             page.fill("#msg textarea", text)
             page.press("#msg textarea", "Enter")
-            wait_until(lambda: text in chat_text(page) and LABEL.match(label(page)), what=f"{text} and its label")
+            wait_until(lambda: text in chat_text(page) and LABEL.match(label(page)), what=f"{text} and its label")  # noqa: B023 - waited on in this iteration
         page.get_by_label("情感 + 对话").check()
         page.fill("#msg textarea", "第三条：你好")
         page.press("#msg textarea", "Enter")

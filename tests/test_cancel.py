@@ -18,9 +18,10 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from demo import Session, respond, stop_turns
+from app.ui.chat_tab import respond, stop_turns
+from app.ui.session import Session
 from pipeline import LABELS
-from tests.served import Consumer, PacedModel, serve, wait_until
+from tests.served import Consumer, PacedModel, event_id, serve, wait_until
 
 MAX_NEW_TOKENS = 400
 
@@ -90,15 +91,11 @@ def test_a_cancelled_gradio_client_job_ends_the_generation(app, engine):
     assert client.predict("你好", [], api_name="/chat") is not None  # the same client goes on
 
 
-def _fn_index(app, name: str) -> int:
-    return next(i for i, fn in app.demo.fns.items() if fn.name == name)
-
-
 def _run_event(client: httpx.Client, url: str, app, name: str, data: list, session_hash: str,
                until: str = "process_completed") -> None:
     """Join the queue with one event and read its stream until `until` (then leave the stream)."""
     joined = client.post(f"{url}/gradio_api/queue/join",
-                         json={"data": data, "fn_index": _fn_index(app, name), "session_hash": session_hash})
+                         json={"data": data, "fn_index": event_id(url, name), "session_hash": session_hash})
     assert joined.status_code == 200, joined.text
     with client.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session_hash}) as stream:
         for line in stream.iter_lines():

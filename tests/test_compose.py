@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-import server
+from app.server import ServerSettings
 from pipeline import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def test_compose_file_as_compose_reads_it(config):
 
 
 def test_every_setting_the_app_reads_is_passed_through(config):
-    in_code = {row.env for cls in (Settings, server.ServerSettings) for row in cls.describe()}
+    in_code = {row.env for cls in (Settings, ServerSettings) for row in cls.describe()}
     assert _readme_env_vars() == in_code
     dockerfile = (ROOT / "Dockerfile").read_text()
     for name in SET_BY_THE_IMAGE:

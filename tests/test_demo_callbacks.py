@@ -7,17 +7,24 @@ import html
 import os
 import re
 import threading
+import time
 
 import gradio as gr
+import httpx
 import pytest
+from gradio_client import Client
 
 import demo
-from demo import CHAT_ONLY_SENTIMENT, IDLE_SENTIMENT, Session, clear_session, respond, stop_turns
-from gate import Job, ModelService
+from app.gate import Job, ModelService
+from app.gradio_api import chat_api, sentiment_api
+from app.ui import render
+from app.ui.chat_tab import clear_session, respond, shown, stop_turns
+from app.ui.render import CHAT_ONLY_SENTIMENT, IDLE_SENTIMENT
+from app.ui.session import Session
 from pipeline import LABELS, Mode
 from pipeline.messages import REFUSALS
 from tests.fakes import FakeEngine
-from tests.served import Consumer, collect, hold_model, wait_until
+from tests.served import Consumer, collect, event_id, hold_model, serve, wait_until
 
 NO_CHANGE = type(gr.skip())
 
@@ -85,7 +92,7 @@ def test_the_label_comes_first_then_the_reply():
     next(steps)
     labelled = next(steps)
     assert verdict(labelled.sentiment) == "😄 正面 90%" and "情感" in labelled.timing
-    assert 'style="width:90.0%"' in labelled.sentiment  # the bar: 正面 90%
+    assert 'style="width:90.0%;background:#30a46c"' in labelled.sentiment  # the bar: 正面 90%
     assert [name for name, _ in engine.calls] == ["classify"]  # no chat yet
     assert "😄 正面 90%" in labelled.chat[-1]["content"]
     updates = list(steps)
@@ -252,7 +259,7 @@ def test_bad_input_is_a_chinese_notice_and_the_chat_and_the_input_stay(text, not
     service = service_for(engine)
     send(service, session, "第一句")
     updates = send(service, session, text)
-    assert updates == [demo.shown(notice=f"⚠️ {notice}")]  # nothing else changes: the chat, the input
+    assert updates == [shown(notice=f"⚠️ {notice}")]  # nothing else changes: the chat, the input
     assert len(session.display) == 2 and session.turns == [] and len(engine.calls) == 2
 
 
@@ -267,7 +274,7 @@ def test_a_full_line_is_refused_before_the_message_leaves_the_input():
     service = service_for(engine, max_waiting=1)
     other, waiting = hold_model(service.gate), Job()
     service.gate.admit(waiting)
-    assert send(service, session, "你好") == [demo.shown(notice=f"⚠️ {REFUSALS['busy'].zh}")]
+    assert send(service, session, "你好") == [shown(notice=f"⚠️ {REFUSALS['busy'].zh}")]
     assert session.display == [] and engine.calls == [] and service.gate.waiting == 1
     other.cancel(), waiting.cancel()
 
@@ -291,7 +298,7 @@ def test_an_engine_failure_ends_the_turn_in_its_place_and_frees_the_model():
 
 
 def test_the_page_says_when_the_model_is_still_loading():
-    assert send(ModelService(None, 4), Session(), "你好") == [demo.shown(notice="⚠️ 模型还在加载，请稍等片刻再试")]
+    assert send(ModelService(None, 4), Session(), "你好") == [shown(notice="⚠️ 模型还在加载，请稍等片刻再试")]
 
 
 def test_a_waiting_message_says_how_many_come_first_then_that_the_model_answers_someone_else():
@@ -357,9 +364,9 @@ def test_a_reply_that_loops_is_marked_as_cut_short():
 
 
 def test_html_typed_by_the_user_is_shown_as_text():
-    assert demo.as_text_markdown("<b>粗体</b> & **强调**") == "&lt;b&gt;粗体&lt;/b&gt; &amp; **强调**"
-    assert demo.as_text_markdown("看 `<i>` 和\n```html\n<p>x</p>\n```") == "看 `<i>` 和\n```html\n<p>x</p>\n```"
-    assert demo.as_text_markdown("流式 ```\n<p>未闭合") == "流式 ```\n<p>未闭合"
+    assert render.as_text_markdown("<b>粗体</b> & **强调**") == "&lt;b&gt;粗体&lt;/b&gt; &amp; **强调**"
+    assert render.as_text_markdown("看 `<i>` 和\n```html\n<p>x</p>\n```") == "看 `<i>` 和\n```html\n<p>x</p>\n```"
+    assert render.as_text_markdown("流式 ```\n<p>未闭合") == "流式 ```\n<p>未闭合"
     engine, session = FakeEngine(reply_pieces=["<script>alert(1)</script>"]), Session()
     send(service_for(engine), session, "<img src=x onerror=alert(1)>")
     assert session.display[0]["content"] == "&lt;img src=x onerror=alert(1)&gt;"
@@ -369,16 +376,16 @@ def test_html_typed_by_the_user_is_shown_as_text():
 def test_the_named_api_functions():
     engine = FakeEngine(reply_pieces=["a", "b"])
     service = service_for(engine)
-    assert collect(_once(demo.sentiment_api(service, "太差了"))) == [{
+    assert collect(_once(sentiment_api(service, "太差了"))) == [{
         "label": LABELS[1], "confidence": 0.9, "uncertain": False, "inference_time_ms": 1.5}]
-    assert collect(_once(demo.sentiment_api(service, "还行，就是有点差"))) == [{
+    assert collect(_once(sentiment_api(service, "还行，就是有点差"))) == [{
         "label": LABELS[1], "confidence": 0.58, "uncertain": True, "inference_time_ms": 1.5}]
-    assert collect(_once(demo.sentiment_api(service, "#CHAT# 太差了")))[0]["label"] == LABELS[1]  # a review, not a command
-    assert collect(demo.chat_api(service, "hi", [{"role": "user", "content": "x"}])) == ["a", "ab"]
+    assert collect(_once(sentiment_api(service, "#CHAT# 太差了")))[0]["label"] == LABELS[1]  # a review, not a command
+    assert collect(chat_api(service, "hi", [{"role": "user", "content": "x"}])) == ["a", "ab"]
     with pytest.raises(gr.Error, match="empty"):
-        collect(_once(demo.sentiment_api(service, " ")))
+        collect(_once(sentiment_api(service, " ")))
     with pytest.raises(gr.Error, match="role"):
-        collect(demo.chat_api(service, "hi", [{"role": "system", "content": "x"}]))
+        collect(chat_api(service, "hi", [{"role": "system", "content": "x"}]))
     assert not service.gate.busy and service.gate.waiting == 0 and engine.active_generations == 0
     assert [name for name, _ in engine.calls].count("chat") == 1  # the bad history never reached the model
 
@@ -388,21 +395,41 @@ async def _once(coroutine):
 
 
 def test_the_named_chat_api_answers_an_empty_reply_with_empty_text():
-    assert collect(demo.chat_api(service_for(FakeEngine(reply_pieces=[])), "hi")) == [""]
+    assert collect(chat_api(service_for(FakeEngine(reply_pieces=[])), "hi")) == [""]
+
+
+def _join(url: str, api_name: str, data: list) -> None:
+    """One page event through Gradio's queue, as the browser sends it; returns when it has completed."""
+    session = f"{api_name}-{time.monotonic_ns()}"
+    with httpx.Client(timeout=60) as client:
+        client.post(f"{url}/gradio_api/queue/join", json={"data": data, "fn_index": event_id(url, api_name),
+                                                          "session_hash": session}).raise_for_status()
+        with client.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            next(line for line in stream.iter_lines() if "process_completed" in line)
 
 
 def test_gradio_starts_every_event_at_once_and_the_gate_is_the_one_line():
-    import server
-
-    app = server.create_app(FakeEngine(), server.ServerSettings(queue_max_size=3))
-    fns = {fn.name: fn for fn in app.demo.fns.values()}
-    model_fns = [fns[name] for name in ("on_send", "sentiment", "chat", "on_start", "classify_many")]
-    assert {fn.concurrency_limit for fn in model_fns} == {None}
-    assert app.service.gate.max_waiting == 3
-    public = {fn.api_name for fn in app.demo.fns.values() if fn.api_visibility == "public"}
-    assert public == {"sentiment", "chat", "classify_many"}
-    assert app.demo.analytics_enabled is False
-    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # set by importing demo, before gradio
+    """Page sends, a batch and the named API all reach the gate at once: Gradio holds none of them back."""
+    with serve(FakeEngine(), queue_max_size=8) as app:
+        url, gate = app.local_url.rstrip("/"), app.service.gate
+        held = hold_model(gate, quick=True)  # a label holds the model: every other turn waits
+        events = [("on_send", ["你好", "chat", None]), ("on_send", ["很好", "emotion", None]),
+                  ("on_start", [None, True, None, "很好\n太差", None])]
+        threads = [threading.Thread(target=_join, args=(url, name, data), daemon=True) for name, data in events]
+        client = Client(app.local_url, verbose=False)
+        for thread in threads:
+            thread.start()
+        jobs = [client.submit("你好", [], api_name="/chat"), client.submit("很好", api_name="/sentiment"),
+                client.submit(["很好"], api_name="/classify_many")]
+        wait_until(lambda: gate.waiting == 6, what="all six events waiting in the gate at once")
+        held.cancel()
+        for thread in threads:
+            thread.join(30)
+        assert [job.result(timeout=30) is not None for job in jobs] == [True] * 3
+        assert not any(thread.is_alive() for thread in threads)
+        assert set(app.demo.get_api_info()["named_endpoints"]) == {"/sentiment", "/chat", "/classify_many"}
+        assert app.demo.analytics_enabled is False
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"  # set by importing app, before gradio
 
 
 def test_mode_values_match_the_engine():
@@ -437,7 +464,7 @@ def test_the_chat_always_shows_every_message_since_the_last_clear(script):
             consumers.append(Consumer(respond(service, text, mode, session)))
             consumers[-1].start()
             shown.append(text)
-            wait_until(lambda: [m["content"] for m in session.display[::2]] == shown, what=f"{text} shown")
+            wait_until(lambda: [m["content"] for m in session.display[::2]] == shown, what=f"{text} shown")  # noqa: B023 - waited on in this iteration
         elif action == "refused":
             assert [u.notice[:2] for u in send(service, session, args[0])] == ["⚠️"]
         elif action == "stop":
@@ -463,7 +490,7 @@ def test_the_chat_always_shows_every_message_since_the_last_clear(script):
 def test_a_tab_s_chat_updates_reach_the_page_in_the_order_they_were_copied():
     """Two Sends of one tab: while one's update waits to be sent (its generator not yet resumed), the other
     cannot copy the chat, so an older copy is never sent after a newer one (a reply's end overwritten)."""
-    service, session = service_for(FakeEngine()), demo.Session()
+    service, session = service_for(FakeEngine()), Session()
     first = respond(service, "第一句", "emotion", session)
     next(first)  # its update is with Gradio: the generator is not resumed until it has been sent
     copied = threading.Event()

@@ -266,7 +266,7 @@ def test_concurrent_classify_and_chat_get_correct_results(tiny_engine):
             for _ in range(5):
                 for t in texts:
                     results.append((t, tiny_engine.classify(t)))
-        except Exception as exc:  # collected and asserted below
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
     def chat_many():
@@ -274,7 +274,7 @@ def test_concurrent_classify_and_chat_get_correct_results(tiny_engine):
             for _ in range(3):
                 stream = reply(tiny_engine, "你好")
                 assert "".join(stream) == stream.text and stream.finish_reason in ("stop", "length")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=classify_many), threading.Thread(target=classify_many),

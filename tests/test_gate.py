@@ -1,4 +1,4 @@
-"""The model's one line (gate.py): admission, order, quick jobs beside a reply, waiting counts, cancel; ModelService.run."""
+"""The model's one line (app/gate.py): admission, order, quick jobs beside a reply, waiting counts, cancel; ModelService.run."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from gate import BUSY_MESSAGE, Busy, Cancelled, Job, ModelGate, ModelService
+from app.gate import BUSY_MESSAGE, Busy, Cancelled, Job, ModelGate, ModelService
 from pipeline import LABELS, Mode
 from tests.fakes import FakeEngine
 from tests.served import hold_model, wait_until

@@ -11,6 +11,7 @@ normal request on both doors. The file and upload routes Gradio adds are checked
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import socket
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -20,11 +21,11 @@ import httpx
 from gradio import utils as gr_utils
 import pytest
 
-import demo
-import server
-from demo import Session
-from pipeline import LABELS, route
-from tests.served import RecordingEngine, collect, serve, wait_until
+from app import gradio_api, server
+from app.ui import chat_tab
+from app.ui.session import Session
+from pipeline import LABEL_EMOJI, LABELS, UNCERTAIN_EMOJI, route
+from tests.served import RecordingEngine, collect, event_id, serve, wait_until
 
 CONTROL = "".join(map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)]))
 HTML = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -43,25 +44,25 @@ def page(app, text, mode="both", history=None) -> "Seen":
     """
     session = Session()
     session.history = list(history or [])
-    updates = list(demo.respond(app.service, text, mode, session))
-    if len(updates) == 1 and updates[0] == demo.shown(notice=updates[0].notice):
+    updates = list(chat_tab.respond(app.service, text, mode, session))
+    if len(updates) == 1 and updates[0] == chat_tab.shown(notice=updates[0].notice):
         return Seen(error=updates[0].notice, session=session)
     return Seen(sent=route(text).text, session=session)
 
 
 def sentiment(app, text) -> "Seen":
     """The named /sentiment API."""
-    return _named(text, lambda: collect(_once(demo.sentiment_api(app.service, text))))
+    return _named(text, lambda: collect(_once(gradio_api.sentiment_api(app.service, text))))
 
 
 def chat(app, text, history) -> "Seen":
     """The named /chat API."""
-    return _named(text, lambda: collect(demo.chat_api(app.service, text, history)))
+    return _named(text, lambda: collect(gradio_api.chat_api(app.service, text, history)))
 
 
 def join(app, raw: bytes) -> "Seen":
     """A raw body at the queue the page's events go through; Gradio's 4xx answer as the error."""
-    fn = next(i for i, f in app.demo.fns.items() if f.name == "on_send")
+    fn = event_id(app.local_url, "on_send")
     response = httpx.post(f"{app.local_url.rstrip('/')}/gradio_api/queue/join",
                           content=raw.replace(b"{fn}", str(fn).encode()),
                           headers={"content-type": "application/json"}, timeout=30)
@@ -181,7 +182,7 @@ def label_shown(seen: Seen) -> None:
         assert seen.response.json()["emotion_label"] in LABELS
     if seen.session is not None:
         shown = seen.session.display[1]["content"]
-        assert any(shown.startswith((f"{demo.LABEL_EMOJI[label]} {label}", f"{demo.UNCERTAIN_EMOJI} 偏{label}"))
+        assert any(shown.startswith((f"{LABEL_EMOJI[label]} {label}", f"{UNCERTAIN_EMOJI} 偏{label}"))
                    for label in LABELS), shown
 
 
@@ -316,14 +317,14 @@ def raw_get(url: str, path: str) -> tuple[int, bytes]:
 
 
 def traversal_paths(root: str, cache_file: str, port: int) -> list[str]:
-    targets = ["/etc/passwd", f"{root}/pipeline/settings.py", f"{root}/webapi.py", f"{root}/weights/README.md"]
+    targets = ["/etc/passwd", f"{root}/pipeline/settings.py", f"{root}/app/http_api.py", f"{root}/weights/README.md"]
     paths = []
     for prefix in ("/file=", "/gradio_api/file=", "/gradio_api/file/", "/static/", "/assets/",
                    "/gradio_api/static/", "/custom_component/x/client/../"):
         paths += [prefix + t for t in targets]
         paths += [prefix + "../../../../../../etc/passwd", prefix + "..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
                   prefix + "%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd", prefix + "%2Fetc%2Fpasswd",
-                  prefix + "pipeline/settings.py", prefix + "webapi.py", prefix + "weights/",
+                  prefix + "pipeline/settings.py", prefix + "app/http_api.py", prefix + "weights/",
                   prefix + "....//....//....//etc/passwd", prefix + "file:///etc/passwd", prefix + cache_file,
                   prefix + f"http://127.0.0.1:{port}/healthz", prefix + "https://example.com/x.png"]
     return paths
@@ -331,7 +332,7 @@ def traversal_paths(root: str, cache_file: str, port: int) -> list[str]:
 
 def test_file_routes_serve_nothing_from_the_disk_or_elsewhere(app, tmp_path):
     url = app.local_url.rstrip("/")
-    root = str(demo.__file__).rsplit("/", 1)[0]
+    root = str(Path(__file__).resolve().parent.parent)
     # A file in Gradio's own cache folder: Gradio itself would serve it to anyone who knows the path.
     cache = gr_utils.get_cache_folder()
     cache.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from tests.served import RecordingEngine, serve, wait_until
-from gate import BUSY_MESSAGE
+from app.gate import BUSY_MESSAGE
 
 pytestmark = pytest.mark.slow
 

@@ -40,15 +40,15 @@ def test_a_holder_lets_short_calls_in_and_gets_the_model_back_before_long_caller
         lock.let_short_calls_in()  # nobody waits: a no-op
         assert lock.handovers == 0
 
-        def call(name, short):
+        def call(name, short, lock=lock, order=order):
             with lock.hold(short=short):
                 order.append(name)
 
         threads = [threading.Thread(target=call, args=("short", True)), threading.Thread(target=call, args=("long", False))]
         threads[0].start()
-        wait_until(lambda: lock.waiting == 1, what="the short call to wait")
+        wait_until(lambda: lock.waiting == 1, what="the short call to wait")  # noqa: B023 - in this iteration
         threads[1].start()
-        wait_until(lambda: lock.waiting == 2, what="the long call to wait")
+        wait_until(lambda: lock.waiting == 2, what="the long call to wait")  # noqa: B023 - in this iteration
         lock.let_short_calls_in()  # returns once the short call ran, holding the model again
         order.append("holder resumed")
         assert lock.handovers == 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import server
+from app.server import ServerSettings
 from bench.scale import NGINX_CONF, Nginx, local_nginx_conf, nginx_binary
 
 CONF = NGINX_CONF.read_text()
@@ -68,11 +68,11 @@ def test_idle_upstream_connections_close_before_the_replica_closes_them():
 
 
 def test_api_body_limit_is_the_apps():
-    limit = server.ServerSettings().api_max_body_bytes
+    limit = ServerSettings().api_max_body_bytes
     api = _directives(_location("= /api/infer"))
     size = next(d.split()[1] for d in api if d.startswith("client_max_body_size "))
     assert int(size[:-1]) * {"k": 1024, "m": 1024 ** 2}[size[-1]] == limit
-    # nginx answers a larger body as the app does (webapi.py), in the API's error shape.
+    # nginx answers a larger body as the app does (app/http_api.py), in the API's error shape.
     too_large = _location("@too_large")
     assert f"""return 413 '{{"error":"the body is too large; the limit is {limit} bytes"}}';""" in too_large
     assert "proxy_next_upstream error timeout non_idempotent" in api  # /api/infer changes nothing

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import demo
-import server
+from app import server
 from pipeline import Settings, UserInputError
 
 
@@ -36,7 +36,7 @@ def test_main_reports_missing_weights_without_serving(tmp_path, capsys):
 
 
 def test_main_reports_a_bad_setting_without_loading(capsys):
-    assert server.main(["--port", "70000"]) == 2
+    assert demo.main(["--port", "70000"]) == 2
     assert "port" in capsys.readouterr().err
 
 

@@ -6,16 +6,16 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from gate import Job, ModelService
+from app.gate import Job, ModelService
 from pipeline import LABELS, Mode, UserInputError
 from tests.fakes import FakeEngine
-from webapi import api_router, infer_result, parse_body
+from app.http_api import api_router, infer_result, parse_body
 
 
 def prepared(body: bytes):
     """What /api/infer makes of a body before it waits for the model: parsed, then prepared."""
     fields = parse_body(body)
-    return ModelService(FakeEngine(), 4).prepare(fields["text"], fields.get("history"), fields.get("mode"))
+    return ModelService(FakeEngine(), 4).prepare(fields.text, fields.history, fields.mode)
 
 
 @pytest.mark.parametrize("body, message", [

@@ -262,10 +262,10 @@ def test_how_to_get_weights_names_real_options():
 
 
 def test_tool_runs_from_the_dockerfiles_weights_stage_files(tmp_path):
-    """The Dockerfile's weights stage runs the tool from a bare package: first two files, then a few more."""
+    """The Dockerfile's weights stage runs the tool from a bare package: first three files, then a few more."""
     copies = [line.split()[1:-1] for line in (PROJECT_ROOT / "Dockerfile").read_text().splitlines()
               if line.startswith("COPY pipeline/") and line.split()[1] != "pipeline/"]
-    assert copies[0] == ["pipeline/weights.py", "pipeline/errors.py"] and len(copies) == 2
+    assert copies[0] == ["pipeline/weights.py", "pipeline/fp32.py", "pipeline/errors.py"] and len(copies) == 2
     package = tmp_path / "pipeline"
     package.mkdir()
     (package / "__init__.py").write_text("")

@@ -12,18 +12,20 @@ from typing import Any, Sequence
 import gradio as gr
 import pandas as pd
 
-from gate import Busy, Cancelled, Job, ModelService
 from pipeline import LABELS, Sentiment, UserInputError
 from pipeline.batch import BatchProgress
-from pipeline.messages import REFUSALS
-from reviews_table import SUFFIXES, ReviewsTable, label_cells, labelled_csv, pasted_table, read_table
+
+from ..gate import Cancelled, Job, ModelService
+from .batch_files import SUFFIXES, ReviewsTable, label_cells, labelled_csv, pasted_table, read_table
+from .render import LABEL_COLORS, NOT_READ, NOT_READ_COLOR
 
 TABLE_HEADERS = ["行", "文本", "情感", "置信度", "拿不准", "备注"]
-# Confidence is the chosen label's probability, so it lies in [0.5, 1]: five bins of ten points.
-CONFIDENCE_BINS = [(0.5 + 0.1 * k, 0.6 + 0.1 * k) for k in range(5)]
-NOT_READ = "未分析"
+# Confidence is the chosen label's probability, so it lies in [1 / number of labels, 1]: five equal bins.
+_FLOOR = 1 / len(LABELS)
+CONFIDENCE_BINS = [(_FLOOR + (1 - _FLOOR) * k / 5, _FLOOR + (1 - _FLOOR) * (k + 1) / 5) for k in range(5)]
+BIN_NAMES = [f"{low * 100:.0f}–{high * 100:.0f}%" for low, high in CONFIDENCE_BINS]
 CATEGORIES = [*LABELS, NOT_READ]
-COLORS = {LABELS[0]: "#30a46c", LABELS[1]: "#e5484d", NOT_READ: "#8b8d98"}
+COLORS = {**LABEL_COLORS, NOT_READ: NOT_READ_COLOR}
 EXCERPT_CHARS = 80
 # How long a labelled CSV is kept for its download (ours here; Gradio's copies by the page's delete_cache).
 KEEP_RESULTS_S = 3600
@@ -99,8 +101,7 @@ def label_counts(results: Sequence[Any]) -> pd.DataFrame:
 def confidence_histogram(results: Sequence[Any]) -> pd.DataFrame:
     """Labelled rows per confidence bin and label, for the histogram (stacked by label)."""
     rows = []
-    for low, high in CONFIDENCE_BINS:
-        name = f"{low * 100:.0f}–{high * 100:.0f}%"
+    for name, (low, high) in zip(BIN_NAMES, CONFIDENCE_BINS):
         for label in LABELS:
             count = sum(isinstance(r, Sentiment) and r.label == label
                         and (low <= r.confidence < high or (high >= 1.0 and r.confidence >= 1.0)) for r in results)
@@ -154,9 +155,8 @@ def run_batch(service: ModelService, run: BatchRun, file, header, column, pasted
         column = int(column or 0) if table.width > 1 else 0
         texts = table.texts(column)
         steps = service.classify_many(texts, run.start())
-    except (UserInputError, Busy) as exc:
-        message = exc.chinese if isinstance(exc, UserInputError) else REFUSALS["busy"].zh
-        return _outputs(notice=message)
+    except UserInputError as exc:  # nothing to read, too many rows, or a full line
+        return _outputs(notice=exc.chinese)
     started, state, stopped, first = time.perf_counter(), None, False, None
     try:
         for state in steps:
@@ -207,7 +207,7 @@ def build_batch_tab(service: ModelService) -> None:
                             elem_id="batch-counts", sort=CATEGORIES, height=260)
         histogram = gr.BarPlot(x="置信度", y="条数", color="情感", color_map=COLORS, title="置信度分布",
                                visible=False, elem_id="batch-histogram", height=260,
-                               sort=[f"{low * 100:.0f}–{high * 100:.0f}%" for low, high in CONFIDENCE_BINS])
+                               sort=BIN_NAMES)
     download = gr.DownloadButton("下载结果 CSV", visible=False, elem_id="batch-download", variant="primary")
     frame = gr.Dataframe(headers=TABLE_HEADERS, visible=False, interactive=False, wrap=True, max_height=480,
                          column_widths=["6%", "52%", "9%", "10%", "9%", "14%"], elem_id="batch-table")
@@ -216,7 +216,7 @@ def build_batch_tab(service: ModelService) -> None:
         trigger(describe_source, inputs=[upload, header, pasted], outputs=[column, info], queue=False,
                 api_visibility="private")
 
-    def on_start(file, header_row, chosen, text, state, progress=gr.Progress()):
+    def on_start(file, header_row, chosen, text, state, progress=gr.Progress()):  # noqa: B008 - Gradio's own way to ask for a bar
         return run_batch(service, state, file, header_row, chosen, text, progress)
 
     begun = start.click(lambda: (gr.update(interactive=False), gr.update(interactive=True), "", STARTING),

@@ -1,28 +1,25 @@
-"""Serving: the page and the JSON API on one port, the routes closed to strangers, the CLI and launch.
+"""Serving: the page and the JSON API on one port, the routes closed to strangers, the settings and launch.
 
-    python demo.py --model-dir DIR --host H --port P [--share]     (the same as python server.py)
+demo.py builds the page and calls launch(); nothing here imports demo.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
-import demo  # first: it sets Gradio's environment before Gradio is imported
 import gradio as gr
 from gradio.utils import get_upload_folder
 from starlette.middleware import Middleware
 
-import pipeline
-from gate import ModelService
 from pipeline import Settings, UserInputError
 from pipeline.config import EnvSettings, setting
-from webapi import api_router, error
+
+from .gate import ModelService
+from .http_api import api_router, error
+from .ui import assets
 
 
 @dataclass(frozen=True)
@@ -117,8 +114,8 @@ class App:
         routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes).routes)
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
-            app_kwargs={"routes": routes, "middleware": [Middleware(FileRouteGuard)]}, theme=demo.theme(), css=demo.CSS, js=demo.PAGE_JS, i18n=demo.gradio_words(),
-            show_error=False, footer_links=["api", "settings"], run_history=False, enable_monitoring=False,
+            app_kwargs={"routes": routes, "middleware": [Middleware(FileRouteGuard)]},
+            theme=assets.theme(), css=assets.CSS, js=assets.PAGE_JS, i18n=assets.gradio_words(), show_error=False, footer_links=["api", "settings"], run_history=False, enable_monitoring=False,
             ssr_mode=False, pwa=False, mcp_server=False, max_file_size=MAX_FILE_SIZE, strict_cors=True)
         kwargs.update(overrides)
         _, self.local_url, self.share_url = self.demo.launch(**kwargs)
@@ -132,39 +129,3 @@ class App:
     def close(self) -> None:
         """Stop the server."""
         self.demo.close()
-
-
-def create_app(engine, settings: ServerSettings | None = None) -> App:
-    """The whole app around an already-loaded engine (None: /healthz answers 503 until one is set)."""
-    settings = settings or ServerSettings()
-    service = ModelService(engine, settings.queue_max_size)
-    return App(service, demo.build_demo(service), settings)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Load the model once, then serve the page and the APIs until interrupted."""
-    # Loading the model in a thread while Gradio is imported and the page is built was tried and measured:
-    # on 2 cores it made start-up slower (12.0-14.2 s against 10.8-11.5 s in one series), as both compete
-    # for the same cores and the interpreter lock.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own startup checks
-    args = parse_args(argv)
-    try:
-        settings = ServerSettings.from_args(args)
-        started = time.perf_counter()
-        engine = pipeline.load_engine(settings=Settings.from_args(args))
-    except (UserInputError, pipeline.WeightsNotFoundError, pipeline.ModelCompatibilityError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"* Loaded {engine.model_name} in {time.perf_counter() - started:.1f} s; linear layers: "
-          f"{engine.linear_path}", flush=True)
-    app = create_app(engine, settings)
-    try:
-        app.launch()
-    except KeyboardInterrupt:
-        app.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

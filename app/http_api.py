@@ -1,46 +1,71 @@
-"""The JSON API (POST /api/infer, GET /healthz), beside the page on the same port; no Gradio here."""
+"""The JSON API beside the page on the same port: GET /healthz, POST /api/infer, POST /api/classify; no Gradio here.
+
+Each handler reads its body (bounded), parses it into its request model, runs its work through the one
+bridge (app.streaming) and answers; every refusal becomes a status and {"error": message} in error_response.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from typing import Any, Callable
 
-import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import ClientDisconnect
 
-from gate import BUSY_MESSAGE, Answer, Busy, Cancelled, Job, ModelService
 from pipeline import Sentiment, UserInputError
 from pipeline.batch import BatchProgress
 from pipeline.request import json_type
 
+from .gate import Answer, Cancelled, Job, ModelService
+from .streaming import result_of
+
 log = logging.getLogger(__name__)
 
-INFER_FIELDS = ("text", "history", "mode")
-CLASSIFY_FIELDS = ("texts",)
+# Statuses of refusals that are not the caller's input: the model not loaded yet, the line full, a batch too big.
+STATUS_BY_REFUSAL = {"loading": 503, "busy": 503, "too_many_texts": 413}
+RETRY_AFTER_S = {"loading": 5, "busy": 5}
 
 
-def parse_body(body: bytes, fields: tuple[str, ...] = INFER_FIELDS, required: str = "text",
-               example: str = '{"text": "..."}') -> dict[str, Any]:
-    """The fields of a raw JSON API body (their values are checked by the service), or UserInputError."""
+class InferBody(BaseModel):
+    """POST /api/infer: one text; its values are checked by the service, as on every door."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: Any
+    history: Any = None
+    mode: Any = None
+
+
+class ClassifyBody(BaseModel):
+    """POST /api/classify: many texts."""
+
+    model_config = ConfigDict(extra="forbid")
+    texts: Any
+
+
+EXAMPLES = {InferBody: '{"text": "..."}', ClassifyBody: '{"texts": ["...", "..."]}'}
+
+
+def parse_body(body: bytes, model: type[BaseModel] = InferBody) -> BaseModel:
+    """A raw JSON API body as its request model, or UserInputError saying what is wrong."""
     try:
         payload = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise UserInputError("the body is not UTF-8 text") from None
     except (ValueError, RecursionError):
-        raise UserInputError(f"the body is not valid JSON; send {example}") from None
+        raise UserInputError(f"the body is not valid JSON; send {EXAMPLES[model]}") from None
     if not isinstance(payload, dict):
         raise UserInputError(f"the body must be a JSON object, not {json_type(payload)}")
-    unknown = sorted(set(payload) - set(fields))
+    # Checked here, not left to pydantic: field names are the caller's text and may hold lone surrogates.
+    unknown = sorted(set(payload) - set(model.model_fields))
     if unknown:
-        raise UserInputError(f"unknown fields {', '.join(unknown)}; expected {', '.join(fields)}")
-    if required not in payload:
-        raise UserInputError(f'"{required}" is required')
-    return payload
+        raise UserInputError(f"unknown fields {', '.join(unknown)}; expected {', '.join(model.model_fields)}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise UserInputError(f'"{exc.errors()[0]["loc"][0]}" is required') from None
 
 
 def infer_result(answer: Answer) -> dict[str, Any]:
@@ -82,6 +107,16 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def error_response(exc: UserInputError) -> JSONResponse:
+    """A refusal as the API says it: its status (STATUS_BY_REFUSAL, else 400) and English message."""
+    retry = RETRY_AFTER_S.get(exc.key)
+    return error(STATUS_BY_REFUSAL.get(exc.key, 400), str(exc), {"Retry-After": str(retry)} if retry else None)
+
+
+class _TooLarge(Exception):
+    pass
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -95,38 +130,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _body_or_error(request: Request, limit: int) -> bytes | JSONResponse:
-    """The request's body, or the error response for one over limit bytes or a client gone while sending."""
+async def _answer(request: Request, limit: int, model: type[BaseModel], what: str,
+                  work: Callable[[BaseModel, Job], Any], result: Callable[[Any], dict]) -> Response:
+    """Read, parse and run one JSON request; every outcome in the API's shape."""
     try:
-        return await _read_body(request, limit)
+        body = parse_body(await _read_body(request, limit), model)
+        job = Job()
+        return JSONResponse(result(await result_of(lambda: work(body, job), job, client=request)))
     except _TooLarge:
         return error(413, f"the body is too large; the limit is {limit} bytes")
     except ClientDisconnect:
         return error(499, "the client went away while sending")
-
-
-async def _run_until_disconnect(request: Request, fn: Callable[[], Any], job: Job) -> Any:
-    """Run fn in a worker thread; if the client hangs up first, cancel the job so the CPU is freed."""
-
-    async def watch() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                log.info("client of /api/infer went away: cancelling its job")
-                job.cancel()
-                return
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        return await anyio.to_thread.run_sync(fn)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+    except UserInputError as exc:
+        return error_response(exc)
+    except Cancelled as exc:
+        return error(499, str(exc))
+    except Exception:  # the caller still gets the API's error shape; the log gets the traceback
+        log.exception("%s failed", request.url.path)
+        return error(500, f"internal error: the model could not {what}")
 
 
 def _wrong_method(example: str) -> Callable[[], Response]:
@@ -154,54 +175,17 @@ def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_b
     @router.post("/api/infer")
     async def infer(request: Request) -> Response:
         """Sentiment and/or a chat reply for one text, as JSON."""
-        body = await _body_or_error(request, max_body_bytes)
-        if isinstance(body, Response):
-            return body
-        try:
-            fields = parse_body(body)
-        except UserInputError as exc:
-            return error(400, str(exc))
-        try:
-            prepared = service.prepare(fields["text"], fields.get("history"), fields.get("mode"))
-        except UserInputError as exc:
-            return error(503 if service.engine is None else 400, str(exc))
-        job = Job()
-        try:
-            answer = await _run_until_disconnect(request, lambda: service.answer(prepared, job), job)
-        except Busy:
-            return error(503, BUSY_MESSAGE, headers={"Retry-After": "5"})
-        except Cancelled as exc:
-            return error(499, str(exc))
-        except Exception:  # the caller still gets the API's error shape; the log gets the traceback
-            log.exception("/api/infer failed")
-            return error(500, "internal error: the model could not answer this request")
-        return JSONResponse(infer_result(answer))
+        def work(body: InferBody, job: Job) -> Answer:
+            return service.answer(service.prepare(body.text, body.history, body.mode), job)
+
+        return await _answer(request, max_body_bytes, InferBody, "answer this request", work, infer_result)
 
     @router.post("/api/classify")
     async def classify(request: Request) -> Response:
         """The sentiment of each of many texts, as JSON; a bad text gets an error in its place."""
-        body = await _body_or_error(request, max_batch_body_bytes)
-        if isinstance(body, Response):
-            return body
-        try:
-            texts = parse_body(body, CLASSIFY_FIELDS, "texts", '{"texts": ["...", "..."]}')["texts"]
-        except UserInputError as exc:
-            return error(400, str(exc))
-        job = Job()
-        try:
-            progress = await _run_until_disconnect(request, lambda: service.classify_all(texts, job), job)
-        except UserInputError as exc:
-            return error({"loading": 503, "too_many_texts": 413}.get(exc.key, 400), str(exc))
-        except Busy:
-            return error(503, BUSY_MESSAGE, headers={"Retry-After": "5"})
-        except Cancelled as exc:
-            return error(499, str(exc))
-        except Exception:
-            log.exception("/api/classify failed")
-            return error(500, "internal error: the model could not label these texts")
-        return JSONResponse(classify_result(progress))
+        return await _answer(request, max_batch_body_bytes, ClassifyBody, "label these texts",
+                             lambda body, job: service.classify_all(body.texts, job), classify_result)
 
-    for path, example in (("/api/infer", '{"text": "..."}'), ("/api/classify", '{"texts": ["...", "..."]}')):
-        router.add_api_route(path, _wrong_method(example), methods=["GET", "PUT", "PATCH", "DELETE"])
-
+    for path, model in (("/api/infer", InferBody), ("/api/classify", ClassifyBody)):
+        router.add_api_route(path, _wrong_method(EXAMPLES[model]), methods=["GET", "PUT", "PATCH", "DELETE"])
     return router

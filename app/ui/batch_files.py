@@ -125,7 +125,7 @@ def _xlsx_rows(path: Path) -> list[list[str]]:
 
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many kinds for a file that is not a workbook
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a file that is not a workbook
         raise UserInputError(f"cannot read {path.name} as an .xlsx workbook: {exc}",
                              f"读不了 {path.name}：不是有效的 .xlsx 文件") from None
     try:

@@ -1,6 +1,6 @@
 """Who gets the model when: one bounded line shared by every door, and the one way to run a request.
 
-Every door (the page, the named Gradio API, /api/infer) prepares its request, then calls
+Every door (the page, the named Gradio API, the JSON API) prepares its request, then calls
 ModelService.run(): admission ("busy, try again" when the line is full), the wait for the model,
 the roles, and the release all happen there. No Gradio here.
 """
@@ -13,16 +13,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-from pipeline import ChatStream, Request, Sentiment, batch
+from pipeline import ChatStream, Request, Sentiment, UserInputError, batch
 from pipeline.batch import BatchProgress
+from pipeline.iteration import last
 from pipeline.messages import REFUSALS, refusal
 from pipeline.request import prepare, with_history
 
 BUSY_MESSAGE = REFUSALS["busy"].en
 
 
-class Busy(Exception):
-    """Too many jobs already wait for the model."""
+class Busy(UserInputError):
+    """Too many jobs already wait for the model: a refusal like any other, so every door says it its usual way."""
+
+    def __init__(self) -> None:
+        busy = refusal("busy")
+        super().__init__(str(busy), busy.chinese, busy.key)
 
 
 class Cancelled(Exception):
@@ -120,7 +125,7 @@ class ModelGate:
             if job in self._admitted:
                 return
             if len(self._admitted) - len(self._holders) >= self.max_waiting:
-                raise Busy(BUSY_MESSAGE)
+                raise Busy()
             self._admitted[job] = next(self._numbers)
         job.on_cancel(lambda: self.leave(job))
 
@@ -312,12 +317,8 @@ class ModelService:
 
     def classify_all(self, texts: Sequence[Any], job: Job, batch_size: int | None = None) -> BatchProgress:
         """Run a batch to its end (see classify_many): its last progress, with every text's result."""
-        for progress in self.classify_many(texts, job, batch_size):
-            pass
-        return progress
+        return last(self.classify_many(texts, job, batch_size))
 
     def answer(self, request: Request, job: Job) -> Answer:
         """Run the request to its end (the whole reply); Cancelled if the job is cancelled first."""
-        for answer in self.run(request, job):
-            pass
-        return answer
+        return last(self.run(request, job))

@@ -167,11 +167,17 @@ def test_tied_embeddings_stay_dense_when_the_head_is_packed(tied_model_dir):
     assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
 
 
-def test_tied_model_engine_classifies_and_chats(tied_model_dir):
-    engine = pipeline.load_engine(tied_model_dir, threads=1, chat_max_new_tokens=6, max_input_tokens=128,
-                                  history_token_budget=256)
-    assert engine.classify("很好").label in LABELS
-    assert isinstance("".join(engine.chat(engine.prepare("你好", mode="chat"))), str)
+def test_tied_model_engine_classifies_and_chats_as_the_unpacked_one(tied_model_dir):
+    """Tied embeddings (the output head is the embedding matrix): packing the head must not change what it says."""
+    engines = [pipeline.load_engine(tied_model_dir, threads=1, chat_max_new_tokens=6, max_input_tokens=128,
+                                    history_token_budget=256, pack_weights=pack) for pack in (True, False)]
+    packed, plain = ([e.classify("很好").scores[label] for label in LABELS] for e in engines)
+    assert packed == pytest.approx(plain, abs=1e-4)
+    replies = []
+    for engine in engines:
+        torch.manual_seed(0)
+        replies.append("".join(engine.chat(engine.prepare("你好", mode="chat"))))
+    assert replies[0] == replies[1]
 
 
 def test_packed_linear_computes_in_fp32_not_a_reduced_precision():

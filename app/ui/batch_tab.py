@@ -16,7 +16,7 @@ from pipeline import LABELS, Sentiment, UserInputError
 from pipeline.batch import BatchProgress
 
 from ..gate import Cancelled, Job, ModelService
-from .batch_files import SUFFIXES, ReviewsTable, label_cells, labelled_csv, pasted_table, read_table
+from .batch_files import MAX_ROWS, SUFFIXES, ReviewsTable, label_cells, labelled_csv, pasted_table, read_table
 from .render import LABEL_COLORS, NOT_READ, NOT_READ_COLOR
 
 TABLE_HEADERS = ["行", "文本", "情感", "置信度", "拿不准", "备注"]
@@ -58,19 +58,28 @@ class BatchRun:
             job.cancel()
 
 
-def source_table(file: str | None, header: bool, pasted: str | None) -> ReviewsTable:
-    """The table to label: the uploaded file if any, else the pasted lines; UserInputError if there is neither."""
+def batch_limit(service: ModelService) -> int:
+    """Most texts in one batch (BATCH_MAX_TEXTS), the default until the model is loaded."""
+    return service.engine.settings.batch_max_texts if service.engine is not None else MAX_ROWS
+
+
+def source_table(file: str | None, header: bool, pasted: str | None, max_rows: int = MAX_ROWS) -> ReviewsTable:
+    """The table to label: the uploaded file if any, else the pasted lines; UserInputError if there is neither.
+
+    Reading stops past max_rows rows (the batch's limit: the file is refused) or a long run of blank rows
+    (kept: table.notice says so).
+    """
     if file:
-        return read_table(file, header=header)
+        return read_table(file, header=header, max_rows=max_rows)
     if pasted and pasted.strip():
-        return pasted_table(pasted)
+        return pasted_table(pasted, max_rows=max_rows)
     raise UserInputError("no file and no pasted text", "请先上传文件，或粘贴评论（每行一条）")
 
 
-def describe_source(file: str | None, header: bool, pasted: str | None):
+def describe_source(file: str | None, header: bool, pasted: str | None, max_rows: int = MAX_ROWS):
     """On upload or paste: the column choices (the first text column picked) and what will be read."""
     try:
-        table = source_table(file, header, pasted)
+        table = source_table(file, header, pasted, max_rows)
     except UserInputError as exc:
         return gr.update(choices=[], value=None, interactive=False), (exc.chinese if file else "")
     names = table.column_names()
@@ -79,6 +88,8 @@ def describe_source(file: str | None, header: bool, pasted: str | None):
     what = f"**{table.name}**：{len(table.rows)} 行"
     if len(names) > 1:
         what += f"，{len(names)} 列；分析「{names[column]}」列（可在上面改）"
+    if table.notice:
+        what += f"\n\n{table.notice}"
     return gr.update(choices=choices, value=column, interactive=len(names) > 1), what
 
 
@@ -151,7 +162,7 @@ def eta_text(done: int, total: int, started: float, first_done: int) -> str:
 def run_batch(service: ModelService, run: BatchRun, file, header, column, pasted, progress=None):
     """Label the chosen column of every row; returns the page's outputs (summary, charts, table, download)."""
     try:
-        table = source_table(file, header, pasted)
+        table = source_table(file, header, pasted, batch_limit(service))
         column = int(column or 0) if table.width > 1 else 0
         texts = table.texts(column)
         steps = service.classify_many(texts, run.start())
@@ -170,7 +181,7 @@ def run_batch(service: ModelService, run: BatchRun, file, header, column, pasted
     if state is None:
         return _outputs(notice="已停止")
     seconds = time.perf_counter() - started
-    return _outputs(summary=summary_text(state, stopped, seconds), counts=label_counts(state.results),
+    return _outputs(notice=table.notice, summary=summary_text(state, stopped, seconds), counts=label_counts(state.results),
                     histogram=confidence_histogram(state.results), frame=results_frame(texts, state.results),
                     download=write_download(table, state.results))
 
@@ -185,8 +196,8 @@ def _outputs(notice: str = "", summary: str = "", counts=None, histogram=None, f
 def build_batch_tab(service: ModelService) -> None:
     """The tab's components and events (call inside a gr.Tab of the page's Blocks)."""
     run = gr.State(BatchRun(), delete_callback=lambda r: r.cancel())
-    limit = service.engine.settings.batch_max_texts if service.engine is not None else None
-    gr.Markdown("上传评论文件或粘贴评论，一次分析多条" + (f"（每批最多 {limit} 条）" if limit else "") +
+    limit = batch_limit(service)
+    gr.Markdown(f"上传评论文件或粘贴评论，一次分析多条（每批最多 {limit} 条）" +
                 "。结果可下载为 CSV：原来的每一行都在，后面加上情感、置信度等列。", elem_id="batch-intro")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -213,8 +224,8 @@ def build_batch_tab(service: ModelService) -> None:
                          column_widths=["6%", "52%", "9%", "10%", "9%", "14%"], elem_id="batch-table")
 
     for trigger in (upload.change, header.change):
-        trigger(describe_source, inputs=[upload, header, pasted], outputs=[column, info], queue=False,
-                api_visibility="private")
+        trigger(lambda file, header_row, text: describe_source(file, header_row, text, limit),
+                inputs=[upload, header, pasted], outputs=[column, info], queue=False, api_visibility="private")
 
     def on_start(file, header_row, chosen, text, state, progress=gr.Progress()):  # noqa: B008 - Gradio's own way to ask for a bar
         return run_batch(service, state, file, header_row, chosen, text, progress)

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-import server
+from app.server import ServerSettings
 from pipeline import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("settings", [Settings, server.ServerSettings])
+@pytest.mark.parametrize("settings", [Settings, ServerSettings])
 def test_settings_tables_match_the_code(settings):
     assert settings.markdown_table() in README, (
-        f"regenerate with: python -c 'import server; print(server.{settings.__name__}.markdown_table())'")
+        f"regenerate with: python -c 'from {settings.__module__} import {settings.__name__}; "
+        f"print({settings.__name__}.markdown_table())'")
 
 
 def test_readme_screenshot_is_a_png():

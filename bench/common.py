@@ -107,7 +107,7 @@ def provenance(model: dict[str, Any] | None = None, engine=None) -> dict[str, An
         head, prompts_commit, dirty = os.environ["BENCH_SOURCE_COMMIT"], os.environ.get("BENCH_PROMPTS_COMMIT"), ""
     else:
         prompts_commit = _git("log", "-1", "--format=%H", "--", "pipeline/prompts.py")
-        dirty = _git("status", "--porcelain", "--", "pipeline", "demo.py", "webapi.py")
+        dirty = _git("status", "--porcelain", "--", "pipeline", "app", "demo.py")  # the code a figure measures
     info = {
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_head": head,

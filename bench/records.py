@@ -38,7 +38,6 @@ def read(cls, data: Any):
 class Stats:
     n: int = 0
     median: Optional[float] = None
-    p90: Optional[float] = None
     max: Optional[float] = None
 
 
@@ -99,7 +98,6 @@ class Metrics:
 @dataclass
 class Method:
     latency_ms: Stats = field(default_factory=Stats)
-    tokens: Stats = field(default_factory=Stats)
     metrics: Optional[Metrics] = None
     calibration: Optional[dict[str, Any]] = None
     uncertain: Optional[dict[str, Any]] = None
@@ -111,11 +109,8 @@ class Method:
 
 @dataclass
 class Floor:
-    peak_gflops: float = 0.0
     floor_ms: Stats = field(default_factory=Stats)
-    floor_at_size_ms: Stats = field(default_factory=Stats)
     ours_over_floor: Stats = field(default_factory=Stats)
-    weight_read_ms: Optional[float] = None
 
 
 @dataclass
@@ -125,7 +120,6 @@ class Sentiment(Result):
     floor: Optional[Floor] = None
     speedup: dict[str, Any] = field(default_factory=dict)
     reviewed: Optional[dict[str, Any]] = None
-    profile_ours: Optional[dict[str, Any]] = None
     items: list[dict[str, Any]] = field(default_factory=list)
     accuracy_meaningless: Optional[str] = None
 
@@ -154,8 +148,6 @@ class Ceiling:
     decode_tps: float = 0.0
     decode_tps_at_gemv_rate: Optional[float] = None
     gemv_gbs: Optional[float] = None
-    bytes_per_token: float = 0.0
-    bandwidth_gbs: Optional[float] = None
 
 
 @dataclass
@@ -172,8 +164,6 @@ class Turns:
 @dataclass
 class ConversationTurn:
     turn: int = 0
-    prompt_tokens: int = 0
-    reused_tokens: int = 0
     first_token_ms: float = 0.0
 
 
@@ -220,7 +210,6 @@ class Startup(Result):
     worst_case: bool = False
     ready_s: Stats = field(default_factory=Stats)
     limit: Optional[StartupLimit] = None
-    errors: int = 0
     weight_bytes_fp32: int = 0
     peak_rss_loading: int = 0
     peak_rss_serving: int = 0
@@ -241,7 +230,6 @@ class Level:
 @dataclass
 class Concurrency(Result):
     mode: str = ""
-    errors: int = 0
     levels: list[Level] = field(default_factory=list)
 
 

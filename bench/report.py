@@ -206,8 +206,8 @@ def table(results: list[rec.Result]) -> str:
 
 
 def headline(results: list[rec.Result]) -> list[Row]:
-    """The README's rows: for each HEADLINE key, the row of the real-weights result with the most items."""
-    real = [r for r in results if r.provenance.model.kind == "real"]
+    """The README's rows: for each HEADLINE key, the row of the newest real-weights result (the largest run first)."""
+    real = sorted((r for r in results if r.provenance.model.kind == "real"), key=lambda r: r.provenance.when, reverse=True)
     rows = {}
     for row in rows_of(sorted(real, key=lambda r: -getattr(r, "n", 0))):
         rows.setdefault(row.key, row)

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 
 from . import machine
-from .common import CpuShare, Deadline, base_parser, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
+from .common import CpuShare, Deadline, base_parser, in_turn, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
 
 from pipeline.growing_cache import GrowingCache
 from pipeline.kv_store import ConversationCache
@@ -154,13 +154,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for rep in range(args.reps):
                 if deadline.expired:
                     break
-                # alternate the order of the two paths so background load hits both alike
-                if rep % 2 == 0:
-                    runs.append(engine_run(engine, turns, args.max_new_tokens))
-                    bares.append(bare_run(engine, turns, args.bare_tokens))
-                else:
-                    bares.append(bare_run(engine, turns, args.bare_tokens))
-                    runs.append(engine_run(engine, turns, args.max_new_tokens))
+                for path in in_turn(("engine", "bare"), rep):  # background load hits both paths alike
+                    if path == "engine":
+                        runs.append(engine_run(engine, turns, args.max_new_tokens))
+                    else:
+                        bares.append(bare_run(engine, turns, args.bare_tokens))
             if runs:
                 levels.append((turns, runs, bares))
             measured.append(machine.measure(engine.model, args.bandwidth_gib, gemv=True))

@@ -2,7 +2,6 @@
 
     python -m bench.concurrency --model-dir DIR [--clients 1,4,8] [--requests 4] [--mode emotion]
     python -m bench.concurrency --url http://127.0.0.1:7860   (a server already running)
-    python -m bench.concurrency --model-dir DIR --mode both --label-clients 1   (+ a user who only wants labels)
 
 Each client is a thread with its own HTTP connection sending --requests requests back to back (each
 level also stops at --level-budget seconds: bounded in count and in time). Texts come from a fixed
@@ -19,7 +18,6 @@ the server's queueing comes to that.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -32,32 +30,14 @@ from .common import CpuShare, base_parser, percentile, provenance, resolve_model
 from .server import DEMO, DemoServer, infer
 
 
-def _server_cpu_s(pid: int | None) -> float | None:
-    import psutil
-
-    if pid is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        total = 0.0
-        for p in [proc] + proc.children(recursive=True):
-            t = p.cpu_times()
-            total += t.user + t.system
-        return total
-    except psutil.Error:
-        return None
-
-
 def run_level(url: str, clients: int, requests: int, budget: float, mode: str, texts: list[str],
-              history: list | None, server_pid: int | None = None, label_clients: int = 0) -> dict[str, Any]:
+              history: list | None) -> dict[str, Any]:
     import httpx
 
     results: list[dict[str, Any]] = []
-    labels: list[dict[str, Any]] = []
     lock = threading.Lock()
     deadline = time.monotonic() + budget
-    barrier = threading.Barrier(clients + label_clients)
-    main_done = threading.Event()
+    barrier = threading.Barrier(clients)
 
     def worker(k: int) -> None:
         with httpx.Client(timeout=httpx.Timeout(max(5.0, budget), connect=10.0), trust_env=False) as client:
@@ -74,36 +54,15 @@ def run_level(url: str, clients: int, requests: int, budget: float, mode: str, t
                     results.append({"client": k, "ms": ms, "error": error, "server_ms": server_ms,
                                     "end": time.perf_counter()})
 
-    def label_worker(k: int) -> None:
-        # Another user who only wants labels, sending one after another while the others' requests run.
-        with httpx.Client(timeout=httpx.Timeout(max(5.0, budget), connect=10.0), trust_env=False) as client:
-            barrier.wait(30)
-            i = 0
-            while not main_done.is_set() and time.monotonic() < deadline:
-                t0 = time.perf_counter()
-                _, error = infer(client, url, texts[(k + i) % len(texts)], "emotion")
-                with lock:
-                    labels.append({"ms": (time.perf_counter() - t0) * 1000, "error": error})
-                i += 1
-
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
-    label_threads = [threading.Thread(target=label_worker, args=(k,), daemon=True) for k in range(label_clients)]
-    cpu, server_cpu0 = CpuShare(), _server_cpu_s(server_pid)
+    cpu = CpuShare()
     started = time.perf_counter()
-    for t in threads + label_threads:
+    for t in threads:
         t.start()
     for t in threads:
         t.join(budget + 120)
-    main_done.set()
-    for t in label_threads:
-        t.join(budget + 120)
     wall = max((r["end"] for r in results), default=time.perf_counter()) - started
-    share, server_cpu1 = cpu.stop(), _server_cpu_s(server_pid)
-    if share and server_cpu0 is not None and server_cpu1 is not None:
-        elapsed = time.perf_counter() - started
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        share["server"] = (server_cpu1 - server_cpu0) / (elapsed * cores)
-        share["others"] = max(0.0, share["machine_busy"] - share["server"] - share["this_process"])
+    share = cpu.stop()
     ok = [r["ms"] for r in results if r["error"] is None]
     model_ms = [r["server_ms"].get("total") for r in results
                 if r["error"] is None and isinstance(r.get("server_ms"), dict) and r["server_ms"].get("total")]
@@ -112,10 +71,7 @@ def run_level(url: str, clients: int, requests: int, budget: float, mode: str, t
             "wall_s": wall, "throughput_rps": len(ok) / wall if wall > 0 else None,
             "latency_ms": summary(ok), "p50_ms": percentile(ok, 50), "p95_ms": percentile(ok, 95),
             "server_model_ms": summary(model_ms), "cpu_share": share,
-            "stuck_threads": sum(t.is_alive() for t in threads + label_threads),
-            "label_clients": label_clients,
-            "label_only": {"sent": len(labels), "errors": sum(r["error"] is not None for r in labels),
-                           "latency_ms": summary([r["ms"] for r in labels if r["error"] is None])},
+            "stuck_threads": sum(t.is_alive() for t in threads),
             "requests": [{k: v for k, v in r.items() if k != "end"} for r in results]}
 
 
@@ -128,8 +84,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--texts", type=int, default=4, help="size of the text pool (dev-set reviews)")
     p.add_argument("--mode", default="emotion", choices=("emotion", "chat", "both"))
     p.add_argument("--history-turns", type=int, default=0, help="turns of history sent with each request")
-    p.add_argument("--label-clients", type=int, default=0,
-                   help="extra clients sending sentiment-only requests meanwhile: how long a label waits behind the others")
     p.add_argument("--chat-max-new-tokens", type=int, default=32, help="CHAT_MAX_NEW_TOKENS for the server started here")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for /healthz")
     p.add_argument("--demo", type=Path, default=DEMO)
@@ -156,13 +110,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         run_level(url, 1, 2, 60, args.mode, [t for t, _ in data.dev()][-2:], history)  # warm-up
         rows = []
         for c in levels:
-            row = run_level(url, c, args.requests, args.level_budget, args.mode, texts, history,
-                            server.proc.pid if server else None, args.label_clients)
+            row = run_level(url, c, args.requests, args.level_budget, args.mode, texts, history)
             rows.append(row)
             print(f"{c} clients: {row['ok']}/{row['requests_sent']} ok, {row['throughput_rps']:.2f} req/s, "
                   f"p50 {row['p50_ms'] or 0:.0f} ms, p95 {row['p95_ms'] or 0:.0f} ms, errors {row['errors']}; "
                   f"server-side model time median {row['server_model_ms'].get('median') or 0:.0f} ms; "
-                  f"label-only clients: {row['label_only']}; cpu {row['cpu_share']}",
+                  f"cpu {row['cpu_share']}",
                   file=sys.stderr, flush=True)
     finally:
         if server:
@@ -173,7 +126,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             row["limit"] = {"throughput_rps": base["throughput_rps"], "p50_ms": row["clients"] * base["p50_ms"]}
             row["throughput_vs_single"] = row["throughput_rps"] / base["throughput_rps"] if row["throughput_rps"] else None
     result = {"bench": "concurrency", "provenance": prov, "mode": args.mode, "history_turns": args.history_turns,
-              "label_clients": args.label_clients,
               "requests_per_client": args.requests, "level_budget_s": args.level_budget,
               "server_env": None if args.url else env, "errors": sum(r["errors"] for r in rows), "levels": rows}
     write_result(result_path(args, "concurrency", model, args.mode), result)

@@ -1,7 +1,7 @@
 """This machine's limits (FP32 matmul throughput, memory read bandwidth) and the model's cost per token.
 
-    python -m bench.machine [--model-dir DIR | --shape qwen1.5-0.5b]
-
+A library of the benchmarks (bench.chat, bench.sentiment, bench.batch measure their floors and ceilings
+with it, in their own run); it has no command of its own, as its figures are only quoted next to theirs.
 The limits are measured with the same torch and threads as the benchmarks, in the same process, so a
 floor or ceiling is comparable to the figure next to it.
 
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline.packing import PackedLinear, configure_onednn, packing_available
+from pipeline.packing import PackedLinear, packing_available
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def measure_matmul(hidden: int, out_features: int, tokens=(1, 8, 16, 32, 64, 128
             flops = 2.0 * t * hidden * out_features
             by_kernel = {}
             for name, fn in kernels.items():
-                by_kernel[name] = _rates(flops, _time(lambda: fn(x), min_seconds, max_reps), "gflops")
+                by_kernel[name] = _rates(flops, _time(lambda fn=fn, x=x: fn(x), min_seconds, max_reps), "gflops")
             best = max(by_kernel, key=lambda k: by_kernel[k]["best_gflops"])
             rows.append({"tokens": t, **by_kernel[best], "kernel": best, "by_kernel": by_kernel})
     peak = max(r["best_gflops"] for r in rows)
@@ -175,7 +175,7 @@ def measure_bandwidth(gib: float = 1.5, reps: int = 6) -> dict[str, Any]:
     x = torch.ones(n, dtype=torch.float32)
     try:
         with torch.inference_mode():
-            times = _time(lambda: x.sum(), 0.0, reps)
+            times = _time(x.sum, 0.0, reps)
     finally:
         del x
         gc.collect()
@@ -231,20 +231,3 @@ def measure(model, bandwidth_gib: float = 1.5, gemv: bool = False) -> dict[str, 
     if gemv:
         out["gemv_bandwidth"] = measure_gemv_bandwidth(cost.hidden, cost.intermediate)
     return out
-
-
-def main() -> None:
-    import json
-
-    from .common import base_parser, load, resolve_model_dir
-
-    configure_onednn()  # before the first oneDNN kernel, the packing self-check's included: its caches are sized once
-    args = base_parser(__doc__.splitlines()[0]).parse_args()
-    model_dir, _ = resolve_model_dir(args)
-    engine = load(model_dir, threads=args.threads)
-    cost = model_cost(engine.model)
-    print(json.dumps({"cost": cost.as_dict(), **measure(engine.model, gemv=True)}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

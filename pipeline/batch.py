@@ -14,10 +14,9 @@ from .routing import Mode
 from .sentiment import Sentiment
 
 # Padded review tokens one slice may hold (rows x longest row), on top of SENTIMENT_BATCH_SIZE rows. A slice
-# is one forward, and a chat that arrives during a batch waits for the slice running. Measured on 2 cores
-# (stand-in, bench.batch, 400 held-out reviews): with 1,024 tokens, slices took 2.3 s median and 7.7 s at
-# most with AVX2 only (3.4 / 5.0 s with AVX-512, 16 rows); 512 halves the longest, and rows of long
-# reviews still make a forward of hundreds of tokens, where the matmuls run near their peak.
+# is one forward, and a chat that arrives during a batch waits for the slice running: a cap in tokens bounds
+# that wait, while rows of long reviews still make a forward of hundreds of tokens, where the matmuls run
+# near their peak (bench.batch; the slice times are in bench/README.md).
 SLICE_TOKENS = 512
 
 

@@ -30,18 +30,16 @@ log = logging.getLogger(__name__)
 # server CPU's last-level cache, so they stream from memory as in a real forward.
 PACKING_PROBE_BYTES = 128 << 20
 # Share of the model's time spent on one-row forwards (decoding) that the packing decision assumes: a
-# chat reply of 64 tokens decodes for about 9 s after a prefill of about 0.6 s, and a label reads its
-# review's rows in about 0.25 s (bench.chat, bench.sentiment); longer replies decode for longer still.
+# chat reply decodes one row at a time for far longer than its prefill or a label reads many rows, and
+# longer replies decode for longer still (the figures behind it: bench/README.md, "Figures the code rests on").
 ONE_ROW_SHARE = 0.85
 # Packing is kept only when it pays on that mix by more than the probe's noise: it costs start-up time
-# (reordering every weight, about 0.6 s here), and on 2 shared cores the same probe varied by about
-# 10% from one start to the next. bench.packing, the whole engine on an Intel Xeon: packed decode steps
-# ran 0.82-0.89x as fast as F.linear's with AVX2 and 0.92-1.04x with AVX-512, labels 0.95-1.22x and
-# 1.00-1.27x, so there it decodes on F.linear; an AMD EPYC measured 2.2x at 1 row and 3x at 32 (README).
+# (reordering every weight), the same probe varies from one start to the next on a shared machine, and
+# whether it pays depends on the CPU (bench.packing; bench/README.md has the measured ratios).
 PACKING_MIN_GAIN = 1.05
 # Under this, a probe is taken for a burst of load rather than the kernels (the same FP32 arithmetic on
-# the same weights), and run once more: bursts made packing look 0.51x here, while the slowest packed
-# kernel measured on any CPU so far ran 0.79x (1 row, AVX2).
+# the same weights), and run once more: bursts make packing look far slower than any packed kernel
+# measured on any CPU so far (bench/README.md).
 PACKING_IMPLAUSIBLE = 0.7
 
 

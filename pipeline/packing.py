@@ -19,16 +19,15 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 # oneDNN and PyTorch's ideep layer each keep an LRU cache of compiled kernels keyed by shape, 1024
-# entries by default, and every new prompt length adds entries: measured here, 392 new lengths on the
-# model's three layer shapes grew the process by 450 MB, and 11.6 MB with both caches at 32 (a miss
-# costs about 0.4 ms per shape). One forward uses about six shapes, so 32 keeps every hit that counts.
+# entries by default, and every new prompt length adds entries, so a long-running server grows without
+# bound (bench/README.md has the measurement). One forward uses about six shapes, so 32 keeps every hit
+# that counts, and a miss costs a fraction of a millisecond.
 KERNEL_CACHE_CAPACITY = "32"
 # oneDNN's primitive cache, and ideep's cache of primitive descriptors.
 KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 
-# Row count the packed layout is tuned for. Measured here (2 threads): a layout packed for 40 or 512
-# rows ran as fast as one packed for 1 row at every size from 1 to 1000 rows, so one layout serves
-# chat decoding (1 row), sentiment (tens of rows) and chat prefill (hundreds).
+# Row count the packed layout is tuned for. One layout serves chat decoding (1 row), sentiment (tens of
+# rows) and chat prefill (hundreds): the hint was measured not to matter at any size (bench/README.md).
 BATCH_HINT = 64
 
 

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("snownlp")
 
 import pipeline  # noqa: E402
-from bench import batch, chat, data, injection, kv_append, machine, report, sentiment  # noqa: E402
+from bench import batch, chat, data, injection, kv_append, machine, records, report, sentiment  # noqa: E402
 from bench.methods import METHODS, UNPARSED, parse_seed  # noqa: E402
 
 
@@ -136,16 +136,15 @@ def test_report_table_from_results(tiny_engine, limits, tmp_path):
               "cost": machine.model_cost(tiny_engine.model).as_dict(),
               **sentiment.summarise(rows, ["ours", "seed"], tiny_engine, limits), "items": rows}
     (tmp_path / "sentiment-n2-tiny-random.json").write_text(json.dumps(result, ensure_ascii=False))
-    text = report.table(report.load_results(tmp_path))
-    assert "Sentiment latency, median" in text
-    floor = next(line for line in text.splitlines() if line.startswith("| sentiment-n2-tiny-random.json | "))
-    assert f"{result['floor']['peak_gflops']:.0f} GFLOP/s" in floor
-    assert f"{result['floor']['floor_at_size_ms']['median']:.0f} ms" in floor
-    assert f"{result['floor']['ours_over_floor']['median']:.2f}×" in floor
+    text = report.table(records.load(tmp_path))
+    row = _row([line for line in text.splitlines() if line.startswith("| ")], "Sentiment latency, median (2 held-out)",
+               source="sentiment-n2-tiny-random.json")
+    assert f"| {result['methods']['ours']['latency_ms']['median']:.0f} ms |" in row
+    assert f"{result['floor']['ours_over_floor']['median']:.2f}× floor" in row
     assert all(not line or line.startswith(("#", "|")) for line in text.splitlines()), "tables and headings only"
     readme = tmp_path / "README.md"
-    report.write_readme(readme, text)
-    report.write_readme(readme, text)
+    report.write_block(readme, text)
+    report.write_block(readme, text)
     assert readme.read_text().count(report.START) == 1
 
 
@@ -196,21 +195,11 @@ def test_calibration_error_bins():
     assert off["ece"] == pytest.approx(0.45) and off["bins"][0]["n"] == 4
 
 
-def test_project_readme_headline_rows_are_the_reports():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
-    block = readme.split(report.SUMMARY_START)[1].split(report.SUMMARY_END)[0].strip()
-    assert block == report.summary(report.load_results(root / "bench" / "results")).strip(), \
-        "regenerate with: python -m bench.report"
-
-
 def _stored_results():
     from pathlib import Path
 
     results_dir = Path(__file__).resolve().parent.parent / "bench" / "results"
-    return results_dir, report.load_results(results_dir)
+    return results_dir, records.load(results_dir)
 
 
 def _row(rows: list[str], *cells, source: str | None = None) -> str:
@@ -222,84 +211,87 @@ def _row(rows: list[str], *cells, source: str | None = None) -> str:
     return found[0]
 
 
+def test_project_readme_headline_rows_are_the_reports():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split(report.SUMMARY_START)[1].split(report.SUMMARY_END)[0].strip()
+    assert block == report.summary(records.load(root / "bench" / "results")).strip(), \
+        "regenerate with: python -m bench.report"
+
+
+def test_every_headline_key_finds_its_row():
+    """The README's rows are picked by key: a key that no longer matches a row would drop a figure silently."""
+    _, results = _stored_results()
+    assert [row.key for row in report.headline(results)] == list(report.HEADLINE)
+    isa = {line[0] for line in report.isa_rows(results)}
+    for _, what in report.ISA_FIGURES:
+        assert any(figure.startswith(what) for figure in isa), what
+
+
 def test_report_is_tables_and_headings_only():
     results_dir, results = _stored_results()
     for text in (report.table(results), report.design_table(results_dir / "prompt_robust.json")):
         for line in text.splitlines():
             assert not line or line.startswith(("#", "|")), f"prose in a generated block: {line!r}"
     caption, blank, *rest = report.summary(results).splitlines()
-    # the main rows, then (after a blank line) the AVX-512 / AVX2 table: tables only
-    assert caption.startswith("Measured here on ") and not blank and all(not line or line.startswith("|") for line in rest)
+    assert caption.startswith("Measured on ") and not blank and all(not line or line.startswith("|") for line in rest)
+
+
+def test_records_ignore_extra_fields_and_default_missing_ones():
+    r = records.read(records.Chat, {"bench": "chat", "new_field": 1, "by_turns": [{"turns": 1, "extra": {"x": 2}}]})
+    assert r.by_turns[0].turns == 1 and r.by_turns[0].ttft_ms.median is None and r.conversation is None
+    assert records.read(records.Provenance, {"isa_caps": {"ATEN_CPU_CAPABILITY": "avx2"}}).isa == "AVX2"
+    assert records.read(records.Provenance, {"cpu_isa_flags": ["avx2", "avx512f"]}).isa == "AVX-512"
 
 
 def test_report_tables_keep_every_figure():
-    """Each figure the report used to write as sentences is still in a table, read from its result file."""
+    """Each figure of the main tables is the raw JSON's value (read here without the records), in the row of its key."""
     results_dir, results = _stored_results()
     rows = [line for line in report.table(results).splitlines() if line.startswith("| ")]
     benches = set()
-    for path, r in results:
-        name, b = path.name, r["bench"]
-        benches.add(b)
-        prov, share = r.get("provenance", {}), (r.get("cpu_share") or {}).get("others")
+    for r in results:
+        raw, name = json.loads(r.path.read_text(encoding="utf-8")), r.name
+        benches.add(raw["bench"])
+        prov, share = raw.get("provenance", {}), (raw.get("cpu_share") or {}).get("others")
         _row(rows, name, (prov.get("git_head") or "?")[:10], (prov.get("prompts_commit") or "?")[:10],
-             "—" if share is None else f"{share:.0%}")
-        if b == "sentiment":
-            f, ours = r["floor"], r["methods"]["ours"]
-            assert f"{ours['latency_ms']['median']:.0f} ms" in _row(rows, f"Sentiment latency, median ({r['split']['items_run']} held-out)", source=name)
-            peak = max(r["limits"]["matmul"]["by_tokens"], key=lambda x: x["best_gflops"])
-            row = _row(rows, name, f"{f['ours_over_floor']['median']:.2f}×",
-                       f"{f['peak_gflops']:.0f} GFLOP/s ({peak['kernel']}, T={peak['tokens']})")
-            for figure in (f"{ours['tokens']['median']:.0f}", f"{f['floor_at_size_ms']['median']:.0f} ms",
-                           f"{f['weight_read_ms']:.0f} ms", f"({r['profile_ours']['texts']})",
-                           *(f"{v:.0%}" for v in r["profile_ours"]["share_by_kind"].values())):
-                assert f" {figure}" in row, figure
-            if "accuracy_meaningless" not in r:
-                for m in ("ours", "seed"):
-                    c = r["methods"][m]["metrics"]["confusion"]
-                    for gold in ("正面", "负面"):
-                        _row(rows, name, m, gold, c[gold]["正面"], c[gold]["负面"], c[gold]["unparsed"])
-                n, seed = r["split"]["items_run"], r["methods"]["seed"]
+             "—" if share is None else f"{share:.1%}")
+        if raw["bench"] == "sentiment":
+            n, ours = raw["split"]["items_run"], raw["methods"]["ours"]
+            assert f"| {ours['latency_ms']['median']:.0f} ms |" in _row(rows, f"Sentiment latency, median ({n} held-out)", source=name)
+            if "accuracy_meaningless" not in raw:
+                seed = raw["methods"]["seed"]
                 assert f"| {ours['metrics']['accuracy']:.1%} | {seed['metrics']['accuracy']:.1%} |" \
                     in _row(rows, f"Accuracy, raw labels ({n})", source=name)
-                assert f"| {ours['latency_ms']['p90']:.0f} ms | {seed['latency_ms']['p90']:.0f} ms |" \
-                    in _row(rows, f"Sentiment latency, p90 ({n})", source=name)
-                for gold, en in (("正面", "positive"), ("负面", "negative")):
-                    f1 = [r["methods"][m]["metrics"]["per_class"][gold]["f1"] for m in ("ours", "seed")]
-                    assert f"| {f1[0]:.3f} | {f1[1]:.3f} |" in _row(rows, f"F1 {gold} ({en})", source=name)
-                pair = report.paired_comparison(r)
+                pair = records.paired_comparison(raw["items"])
                 assert f"| {pair['ours_only']} | {pair['seed_only']} |" in _row(rows, f"Paired, same items ({n})", source=name)
                 assert f"| {ours['calibration']['ece']:.3f} |" in _row(rows, f"Confidence calibration error, ECE over 10 bins ({n})", source=name)
-        elif b == "injection":
-            assert f"| {r['methods']['ours']['holds']:.1%} |" in _row(rows, "Injection: label holds, all families", source=name)
-        elif b == "chat":
-            for t in r["by_turns"]:
-                c, tps = t["ceiling"], t["decode_tps"]["median"]
-                row = _row(rows, name, t["turns"], f"{c['bytes_per_token'] / 1e9:.2f} GB",
-                           f"{tps:.2f} tok/s → {tps * c['bytes_per_token'] / 1e9:.1f} GB/s", f"{c['bandwidth_gbs']:.1f} GB/s")
-                assert f"{c['gemv_gbs']:.1f} GB/s" in row and f"{t['bare_decode_tps']['median']:.2f} tok/s" in row
-                assert f"{c['decode_tps_at_gemv_rate']:.2f} tok/s" in _row(rows, f"Chat decode, {t['turns']} turn(s)", source=name)
-        elif b == "startup":
-            lim = r["limit"]
-            _row(rows, name, f"{r['ready_s']['median']:.1f} s", f"{lim['ready_s']:.1f} s", f"{lim['import_s']:.1f} s",
-                 f"{lim['read_weights_s']:.1f} s")
-            assert f"{r['peak_rss_loading'] / r['weight_bytes_fp32']:.2f}× weights" in _row(rows, "Peak RSS while loading", source=name)
-        elif b == "packing":
-            for key, what in report._PACKING_WORK:
-                row = _row(rows, f"oneDNN-packed weights vs torch's F.linear, whole engine: {what}", source=name)
-                assert f"| {r['median_ms']['packed'][key]:.1f} ms | {r['median_ms']['F.linear'][key]:.1f} ms (F.linear) |" in row
-                assert f"packed {r['packed_speedup'][key]:.2f}× as fast" in row
-            assert f"| {r['weighted_packed_speedup']:.2f}× |" in _row(rows, "Packing weighed with", source=name)
-        elif b == "concurrency":
-            for lv in r["levels"]:
-                row = _row(rows, f"/api/infer ({r['mode']}), {lv['clients']} client(s):", source=name)
+        elif raw["bench"] == "injection":
+            assert f"| {raw['methods']['ours']['holds']:.1%} |" in _row(rows, "Injection: label holds, all families", source=name)
+        elif raw["bench"] == "chat":
+            for t in raw["by_turns"]:
+                row = _row(rows, f"Chat decode, {t['turns']} turn(s)", source=name)
+                assert f"| {t['decode_tps']['median']:.2f} tok/s | {t['bare_decode_tps']['median']:.2f} tok/s (bare loop) |" in row
+        elif raw["bench"] == "startup":
+            assert f"| {raw['ready_s']['median']:.1f} s |" in _row(rows, "Start-up: process start", source=name)
+            assert f"{raw['peak_rss_loading'] / raw['weight_bytes_fp32']:.2f}× weights" in _row(rows, "Peak RSS while loading", source=name)
+        elif raw["bench"] == "packing":
+            row = _row(rows, "oneDNN-packed weights vs F.linear, whole engine: a chat decode step", source=name)
+            assert f"packed {raw['packed_speedup']['decode_step_ms']:.2f}× as fast" in row
+        elif raw["bench"] == "kv_append":
+            for c in raw["by_context"]:
+                assert f"{c['growing_speedup']:.2f}× as fast" in _row(rows, f"Decode step at a {c['context']}-token context", source=name)
+        elif raw["bench"] == "concurrency":
+            for lv in raw["levels"]:
+                row = _row(rows, f"/api/infer ({raw['mode']}), {lv['clients']} client(s):", source=name)
                 assert f"{lv['throughput_vs_single']:.2f}× single-client" in row
-                assert f"server model time median {lv['server_model_ms']['median']:.0f} ms" in row
-    assert benches == set(report.BENCHES)
+        elif raw["bench"] == "batch":
+            assert f"| {raw['reviews_per_s']['classify_many']:.2f} |" in _row(rows, f"Reviews/s, {raw['n']} held-out", source=name)
+    assert benches == set(records.RECORDS)
 
 
 def test_design_table_keeps_every_figure():
-    import json
-
     results_dir, _ = _stored_results()
     d = json.loads((results_dir / "prompt_robust.json").read_text(encoding="utf-8"))
     rows = [line for line in report.design_table(results_dir / "prompt_robust.json").splitlines() if line.startswith("| ")]
@@ -314,28 +306,25 @@ def test_design_table_keeps_every_figure():
         if "fit" in v:
             f, u = v["fit"], v["fit"]["uncertain"]
             row = _row(rows, f"`{name}`", f"{f['ece_t1']:.3f}", f["best_temperature"], f"{f['ece_best']:.3f}", u["threshold"],
-                       f"{u['flagged_share_dev']:.1%}", f"{u['mixed_share_read']:.1%} (of {u['read']})")
-            for k in u["read_by_verdict"]:
-                assert f"{u['flagged_by_verdict'][k]} of {u['read_by_verdict'][k]} {k}" in row
+                       f"{u['flagged_share_dev']:.1%}")
             assert f"{u['precision_mixed']:.1%} / {u['recall_mixed']:.1%}" in row
-            assert f"{u['f1_best']['threshold']}: flags {u['f1_best']['flagged_share_dev']:.1%}" in row
 
 
 @pytest.mark.parametrize("b, c, p", [(0, 0, 1.0), (5, 5, 1.0), (0, 10, 2 / 1024), (1, 9, 22 / 1024)])
 def test_mcnemar_exact_p(b, c, p):
-    assert report.mcnemar_exact_p(b, c) == pytest.approx(p)
-    assert report.mcnemar_exact_p(c, b) == pytest.approx(p)
+    assert records.mcnemar_exact_p(b, c) == pytest.approx(p)
+    assert records.mcnemar_exact_p(c, b) == pytest.approx(p)
 
 
 def test_paired_comparison_counts_each_item_once():
     def item(gold, ours, seed):
         return {"gold": gold, "ours": {"label": ours}, "seed": {"label": seed}}
-    r = {"items": [item("正面", "正面", "负面"), item("正面", "正面", "正面"), item("负面", "正面", "负面"),
-                   item("负面", "正面", "unparsed"), item("负面", "负面", "负面")]}
-    pair = report.paired_comparison(r)
+    items = [item("正面", "正面", "负面"), item("正面", "正面", "正面"), item("负面", "正面", "负面"),
+             item("负面", "正面", "unparsed"), item("负面", "负面", "负面")]
+    pair = records.paired_comparison(items)
     assert (pair["ours_only"], pair["seed_only"], pair["both"], pair["neither"]) == (1, 1, 2, 1)
     assert pair["p"] == 1.0
-    assert report.paired_comparison({"items": []}) is None
+    assert records.paired_comparison([]) is None
 
 
 def test_dev_verdicts_match_the_dev_split():
@@ -364,5 +353,5 @@ def test_packing_bench_times_both_layouts_in_turn_and_reports_them(tmp_path):
         kind: {"label_ms": 2, "decode_step_ms": 2, "prefill_ms": 2} for kind in ("packed", "F.linear")}
     assert r["same_labels"] == 2 and r["app_linear_path"].startswith(("oneDNN packed", "torch F.linear"))
     assert r["prefill_tokens"] > 0
-    text = report.table(report.load_results(tmp_path))
-    assert "whole engine: a chat decode step (1 row)" in text and "the app chose here: " in text
+    text = report.table(records.load(tmp_path))
+    assert "whole engine: a chat decode step (1 row)" in text and "; app chose " in text

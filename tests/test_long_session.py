@@ -1,5 +1,5 @@
 """Long session (slow): 50 chat turns in one page session stay within the context budget, without
-error, and resident memory after the warm-up grows less than 10% (bench/long_session.py measures).
+error, and resident memory after the warm-up grows less than 10% (tests/long_session.py measures).
 
     bash scripts/test.sh --slow
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.long_session import run_session
+from tests.long_session import run_session
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """deploy/nginx.conf, the load balancer of docker-compose.scale.yml: what the app needs from it, and that nginx
-accepts it. bench/scale.py (scripts/scale-check.sh) runs it in front of two replicas."""
+accepts it. tests/scale_check.py (tests/test_scale.py, scripts/scale-check.sh) runs it in front of two replicas."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.server import ServerSettings
-from bench.scale import NGINX_CONF, Nginx, local_nginx_conf, nginx_binary
+from tests.scale_check import NGINX_CONF, Nginx, local_nginx_conf, nginx_binary
 
 CONF = NGINX_CONF.read_text()
 

@@ -17,7 +17,8 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 @pytest.mark.parametrize("settings", [Settings, ServerSettings])
 def test_settings_tables_match_the_code(settings):
     assert settings.markdown_table() in README, (
-        f"regenerate with: python -c 'import app.server, pipeline; print({settings.__module__}.{settings.__name__}.markdown_table())'")
+        f"regenerate with: python -c 'from {settings.__module__} import {settings.__name__}; "
+        f"print({settings.__name__}.markdown_table())'")
 
 
 def test_readme_screenshot_is_a_png():

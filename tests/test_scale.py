@@ -1,5 +1,5 @@
 """Scale-out (slow): real nginx with deploy/nginx.conf in front of two demo.py replicas on the tiny model:
-every check of bench/scale.py (scripts/scale-check.sh) passes, a shorter throughput table.
+every check of tests/scale_check.py (also scripts/scale-check.sh) passes, a shorter throughput table.
 
     bash scripts/test.sh --slow
 """
@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from bench.scale import nginx_binary
+from tests.scale_check import nginx_binary
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_two_replicas_behind_nginx(tiny_model_dir, tmp_path):
     if os.geteuid() != 0:
         pytest.skip("the scale check needs root (Debian's nginx keeps its temp folders under /var/lib/nginx)")
     done = subprocess.run(
-        [sys.executable, "-m", "bench.scale", "--model-dir", str(tiny_model_dir), "--requests", "10", "--rounds", "1",
+        [sys.executable, "-m", "tests.scale_check", "--model-dir", str(tiny_model_dir), "--requests", "10", "--rounds", "1",
          "--work", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     print(done.stdout)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

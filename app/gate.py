@@ -1,23 +1,20 @@
-"""Who gets the model when: one bounded line shared by every door, and the one way to run a request.
+"""Who gets the model when: one bounded line shared by every door (app.service runs requests through it).
 
-Every door (the page, the named Gradio API, the JSON API) prepares its request, then calls
-ModelService.run(): admission ("busy, try again" when the line is full), the wait for the model,
-the roles, and the release all happen there. No Gradio here.
+A job is admitted once ("busy, try again" when the line, or its client's share of it, is full), then takes
+turns on the model: labels first but not without bound, replies in order, batch slices when no one asks.
+No Gradio here.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
-from pipeline import ChatStream, Request, Sentiment, UserInputError, batch
-from pipeline.batch import BatchProgress
-from pipeline.iteration import last
+from pipeline import UserInputError
 from pipeline.messages import REFUSALS, refusal
-from pipeline.request import prepare, with_history
 
 BUSY_MESSAGE = REFUSALS["busy"].en
 
@@ -35,9 +32,14 @@ class Cancelled(Exception):
 
 
 class Job:
-    """One request's claim on the model: cancelling it leaves the line (or the model) and ends its stream."""
+    """One request's claim on the model: cancelling it leaves the line (or the model) and ends its stream.
 
-    def __init__(self) -> None:
+    client names who sent it (client_key.py: "session:<id>" for a page tab, "ip:<address>" for the
+    APIs): the gate lets one client have at most max_per_client jobs waiting. None: counted for no one.
+    """
+
+    def __init__(self, client: str | None = None) -> None:
+        self.client = client
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self._stream = None
@@ -77,30 +79,58 @@ class Job:
 
 # Kinds of turn, in the order they go when several ask: a label, a reply, a slice of a batch.
 QUICK, REPLY, BATCH = 0, 1, 2
+DUE = -1  # the rank of a reply that labels have passed enough times: it goes before them
+
+# Measured with bench/flood.py (8 clients sending labels without pause, one chat): see the README's table.
+# A reply waiting to start lets at most this many labels take the model before it...
+MAX_LABEL_PASSES = 4
+# ...or labels that held the model this long in all (long reviews take longer to read).
+MAX_LABEL_PASS_MS = 1000.0
+# Jobs one client (a page tab, an API client's address) may have waiting; more are told busy.
+MAX_PER_CLIENT = 4
 
 
 class ModelGate:
     """The model's one line: bounded admission, then turns on the model.
 
-    A job is admitted once (Busy when max_waiting jobs already wait) and may then take several turns
-    on the model (a label, then a reply; or a batch's slices). Quick turns (a label, a few hundred ms)
-    go one at a time, in admission order, and do not wait for a reply that is running: the engine lets
-    them in between two of its tokens (pipeline.model_lock). Replies go one at a time, after every
-    quick turn that asks, in admission order. A batch slice (one forward of a few reviews) goes only when
-    no one else asks, so a label or a reply waits behind a batch for one slice at most. A cancelled job
-    leaves at once, even while it holds the model: the engine's own lock makes the next job wait for the
-    cancelled one's last token, so no one waits for a client that is gone.
+    A job is admitted once (Busy when max_waiting jobs already wait, or when max_per_client jobs of its
+    client already wait) and may then take several turns on the model (a label, then a reply; or a
+    batch's slices). Quick turns (a label, a few hundred ms) go one at a time, in admission order, and
+    do not wait for a reply that is streaming: the engine lets them in between two of its tokens
+    (pipeline.model_lock). Replies go one at a time, in admission order, after the quick turns that
+    ask, but that fast lane is bounded: from the moment a reply asks until its first token (started()),
+    every label that takes the model while no other reply streams passes it, and once max_label_passes
+    labels passed it, or those labels held the model max_label_pass_ms in all, the reply is due: it
+    goes before every label, and labels stay out until its first token, so they cannot overtake its
+    prefill at the engine's lock either (None: labels always go first, without bound). A reply waiting
+    behind a streaming reply is not passed by the labels that run between that reply's tokens. A batch
+    slice (one forward of a few reviews) goes only when no one else asks, so a label or a reply waits
+    behind a batch for one slice at most; a steady flood of labels and replies keeps a batch waiting.
+    A cancelled job leaves at once, even while it holds the model: the engine's own lock makes the next
+    job wait for the cancelled one's last token, so no one waits for a client that is gone.
     """
 
-    def __init__(self, max_waiting: int):
-        if max_waiting < 1:
-            raise ValueError(f"max_waiting must be at least 1, got {max_waiting}")
+    def __init__(self, max_waiting: int, max_label_passes: int | None = MAX_LABEL_PASSES,
+                 max_label_pass_ms: float | None = MAX_LABEL_PASS_MS, max_per_client: int | None = MAX_PER_CLIENT,
+                 clock: Callable[[], float] = time.monotonic):
+        for name, value, least in (("max_waiting", max_waiting, 1), ("max_label_passes", max_label_passes, 0),
+                                   ("max_label_pass_ms", max_label_pass_ms, 0), ("max_per_client", max_per_client, 1)):
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, got {value}")
         self.max_waiting = max_waiting
+        self.max_label_passes = max_label_passes
+        self.max_label_pass_ms = max_label_pass_ms
+        self.max_per_client = max_per_client
+        self._clock = clock
         self._cond = threading.Condition()
         self._admitted: dict[Job, int] = {}  # job -> admission number, until it leaves
         self._asking: dict[Job, int] = {}  # job -> kind of turn, while it waits for one
         self._holders: dict[Job, int] = {}  # job -> kind, while it has its turn (a label beside a reply at most)
         self._numbers = itertools.count()
+        self._passed: dict[Job, list[float]] = {}  # reply -> [labels, their ms] from asking to its first token
+        self._passing: dict[Job, tuple[float, list[Job]]] = {}  # label holding -> (since, the replies it passes)
+        self._due: set[Job] = set()  # replies passed enough: they go before labels until their first token
+        self.label_passes = 0  # labels that passed a waiting reply, in all (for tests and benches)
 
     @property
     def waiting(self) -> int:
@@ -114,18 +144,34 @@ class ModelGate:
         with self._cond:
             return bool(self._holders)
 
+    @property
+    def labels_asking(self) -> int:
+        """Jobs waiting for a label's turn."""
+        with self._cond:
+            return sum(kind == QUICK for kind in self._asking.values())
+
     def ahead_of(self, job: Job) -> int | None:
         """How many turns come before this job's (None if it is not asking)."""
         with self._cond:
             return self._ahead(job) if job in self._asking else None
 
+    def passes(self, job: Job) -> int | None:
+        """How many labels passed this reply since it asked (None if it is not waiting to start)."""
+        with self._cond:
+            passed = self._passed.get(job)
+            return None if passed is None else int(passed[0])
+
     def admit(self, job: Job) -> None:
-        """Put job in line; Busy if max_waiting jobs already wait."""
+        """Put job in line; Busy if max_waiting jobs already wait, or max_per_client jobs of job.client."""
         with self._cond:
             if job in self._admitted:
                 return
             if len(self._admitted) - len(self._holders) >= self.max_waiting:
                 raise Busy()
+            if job.client is not None and self.max_per_client is not None:
+                mine = sum(other.client == job.client for other in self._admitted if other not in self._holders)
+                if mine >= self.max_per_client:
+                    raise Busy()
             self._admitted[job] = next(self._numbers)
         job.on_cancel(lambda: self.leave(job))
 
@@ -134,8 +180,15 @@ class ModelGate:
         with self._cond:
             self._admitted.pop(job, None)
             self._asking.pop(job, None)
-            self._holders.pop(job, None)
+            self._end_turn(job)
             self._cond.notify_all()
+
+    def started(self, job: Job) -> None:
+        """Tell the gate that job's reply has its first token: labels may run between its tokens again."""
+        with self._cond:
+            if self._passed.pop(job, None) is not None:
+                self._due.discard(job)
+                self._cond.notify_all()
 
     @contextmanager
     def turn(self, job: Job, quick: bool = False, batch: bool = False) -> Iterator[None]:
@@ -151,7 +204,8 @@ class ModelGate:
         """Wait until job holds its turn (a label's if quick, a batch slice's if batch, else a reply's),
         yielding how many turns come first whenever that changes.
 
-        When the generator ends, job holds the model until release(job); Cancelled if cancelled first.
+        When the generator ends, job holds the model until release(job) (a reply: and counts as waiting
+        to start until started(job)); Cancelled if cancelled first.
         """
         with self._cond:
             if job not in self._admitted:
@@ -160,6 +214,9 @@ class ModelGate:
                 raise ValueError("admit the job before its turn")
             kind = QUICK if quick else BATCH if batch else REPLY
             self._asking[job] = kind
+            if kind == REPLY and job not in self._passed:
+                self._passed[job] = [0, 0.0]
+                self._check_due(job)
             self._cond.notify_all()  # the others' count of turns ahead may have changed
         told = None
         try:
@@ -169,6 +226,8 @@ class ModelGate:
                         if self._may_take(job):
                             del self._asking[job]
                             self._holders[job] = kind
+                            if kind == QUICK:
+                                self._pass(job)
                             return
                         ahead = self._ahead(job)
                         if ahead != told:
@@ -185,140 +244,62 @@ class ModelGate:
     def release(self, job: Job) -> None:
         """End job's turn (it stays admitted for its next one)."""
         with self._cond:
-            if self._holders.pop(job, None) is not None:
+            if job in self._holders:
+                self._end_turn(job)
                 self._cond.notify_all()
 
-    def _may_take(self, job: Job) -> bool:
-        return not self._ahead_asking(job) and not any(self._blocks(kind, self._asking[job])
-                                                       for kind in self._holders.values())
+    def _end_turn(self, job: Job) -> None:
+        self._holders.pop(job, None)
+        self._passed.pop(job, None)
+        self._due.discard(job)
+        since, passed = self._passing.pop(job, (None, []))
+        for reply in passed:
+            if reply in self._passed:
+                self._passed[reply][1] += (self._clock() - since) * 1000
+                self._check_due(reply)
 
-    @staticmethod
-    def _blocks(holder: int, asker: int) -> bool:
-        """Whether a turn of kind holder keeps one of kind asker waiting (a reply lets labels in)."""
-        return not (holder == REPLY and asker == QUICK)
+    def _pass(self, label: Job) -> None:
+        """The label took the model: it passes every reply waiting to start, unless a reply streams."""
+        streaming = any(kind == REPLY and holder not in self._passed for holder, kind in self._holders.items())
+        passed = [] if streaming else list(self._passed)
+        self._passing[label] = (self._clock(), passed)
+        for reply in passed:
+            self._passed[reply][0] += 1
+            self.label_passes += 1
+            self._check_due(reply)
+        if passed:
+            self._cond.notify_all()  # a reply may be due now: the turns ahead change
+
+    def _check_due(self, reply: Job) -> None:
+        labels, ms = self._passed[reply]
+        if ((self.max_label_passes is not None and labels >= self.max_label_passes)
+                or (self.max_label_pass_ms is not None and ms >= self.max_label_pass_ms)):
+            self._due.add(reply)
+
+    def _may_take(self, job: Job) -> bool:
+        return not self._ahead_asking(job) and not any(self._blocks(holder, self._asking[job])
+                                                       for holder in self._holders)
+
+    def _blocks(self, holder: Job, asker: int) -> bool:
+        """Whether holder's turn keeps one of kind asker waiting (a reply lets labels in, once it is not due)."""
+        return not (self._holders[holder] == REPLY and asker == QUICK and holder not in self._due)
 
     def _ahead(self, job: Job) -> int:
-        holders = sum(self._blocks(kind, self._asking[job]) for kind in self._holders.values())
+        holders = sum(self._blocks(holder, self._asking[job]) for holder in self._holders)
         return self._ahead_asking(job) + holders
 
     def _ahead_asking(self, job: Job) -> int:
         return sum(self._before(other, job) for other in self._asking)
 
+    def _rank(self, job: Job) -> int:
+        """QUICK, REPLY or BATCH; DUE for a due reply that only labels keep from the model (no reply or batch holds it)."""
+        kind = self._asking[job]
+        if kind == REPLY and job in self._due and all(k == QUICK for k in self._holders.values()):
+            return DUE
+        return kind
+
     def _before(self, other: Job, job: Job) -> bool:
-        """Whether other (asking) goes before job (asking): by kind (QUICK, REPLY, BATCH), then admission order."""
+        """Whether other (asking) goes before job (asking): by rank (DUE, QUICK, REPLY, BATCH), then admission order."""
         if other is job:
             return False
-        return (self._asking[other], self._admitted[other]) < (self._asking[job], self._admitted[job])
-
-
-@dataclass
-class Answer:
-    """What a request got so far: its label (sentiment role) and its reply stream (chat role)."""
-
-    sentiment: Sentiment | None = None
-    stream: ChatStream | None = None
-    ahead: int | None = None  # while waiting for the model: how many turns come first
-    waiting_for: str | None = None  # while waiting: "label" or "reply"
-
-    @property
-    def model_ms(self) -> float | None:
-        """The model's time for both roles, in milliseconds (None before any)."""
-        parts = [self.sentiment and self.sentiment.latency_ms, self.stream and self.stream.latency_ms]
-        parts = [p for p in parts if p is not None]
-        return sum(parts) if parts else None
-
-
-class ModelService:
-    """The engine (None while loading) and the gate in front of it: what every door talks to."""
-
-    def __init__(self, engine, max_waiting: int):
-        self.engine = engine
-        self.gate = ModelGate(max_waiting)
-
-    def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text",
-                tags: bool = True) -> Request:
-        """The request checked and tokenized (see pipeline.request.prepare), or UserInputError; before any waiting."""
-        return prepare(self._engine(), text, history, mode, what, tags)
-
-    def with_history(self, request: Request, history: Any) -> Request:
-        """The request after a newer history (its chat prompt rebuilt only if the history changed)."""
-        return with_history(self._engine(), request, history)
-
-    def _engine(self):
-        if self.engine is None:
-            raise refusal("loading")
-        return self.engine
-
-    def run(self, request: Request, job: Job,
-            before_reply: Callable[[Request], Request] | None = None) -> Iterator[Answer]:
-        """Admit the job (Busy now if the line is full), then a generator that runs the request's roles.
-
-        It yields the Answer while it waits for the model (with `ahead` set, each time that changes),
-        after the label, after each piece of the reply and once when the reply has ended; Cancelled if
-        the job is cancelled first. before_reply (the page's) may wait and return the
-        request with a newer history. Closing the generator or cancelling the job ends the generation
-        and frees the model; either way the job leaves the line at the end.
-        """
-        self.gate.admit(job)
-        return self._run(request, job, before_reply)
-
-    def _run(self, request: Request, job: Job, before_reply) -> Iterator[Answer]:
-        answer = Answer()
-        try:
-            if request.wants_label:
-                yield from self._wait(job, answer, "label")
-                try:
-                    answer.sentiment = self.engine.classify(request)
-                finally:
-                    self.gate.release(job)
-                yield answer
-            if request.wants_reply:
-                if before_reply is not None:
-                    request = before_reply(request)
-                yield from self._wait(job, answer, "reply")
-                try:
-                    answer.stream = job.attach(self.engine.chat(request))
-                    with answer.stream:
-                        for _ in answer.stream:
-                            yield answer
-                finally:
-                    self.gate.release(job)
-                if answer.stream.finish_reason == "cancelled":
-                    raise Cancelled("cancelled while generating")
-                yield answer
-        finally:
-            self.gate.leave(job)
-
-    def _wait(self, job: Job, answer: Answer, role: str) -> Iterator[Answer]:
-        """Yield the answer with the turns ahead while the job waits; it holds the model at the end."""
-        try:
-            for answer.ahead in self.gate.wait_for_turn(job, quick=role == "label"):
-                answer.waiting_for = role
-                yield answer
-        finally:
-            answer.ahead = answer.waiting_for = None
-
-    def classify_many(self, texts: Sequence[Any], job: Job, batch_size: int | None = None) -> Iterator[BatchProgress]:
-        """Admit a batch of texts to label (UserInputError now if too many or none; Busy if the line is full).
-
-        Returns a generator of its progress (pipeline.batch): each slice takes a turn of its own, after
-        every label and reply that asks, so no one waits behind the batch for more than one slice.
-        Cancelling the job or closing the generator stops it between two slices.
-        """
-        run = batch.classify_many(self._engine(), texts, batch_size, turn=lambda: self.gate.turn(job, batch=True))
-        self.gate.admit(job)
-        return self._batch(run, job)
-
-    def _batch(self, run: Iterator[BatchProgress], job: Job) -> Iterator[BatchProgress]:
-        try:
-            yield from run  # closing this generator closes run too
-        finally:
-            self.gate.leave(job)
-
-    def classify_all(self, texts: Sequence[Any], job: Job, batch_size: int | None = None) -> BatchProgress:
-        """Run a batch to its end (see classify_many): its last progress, with every text's result."""
-        return last(self.classify_many(texts, job, batch_size))
-
-    def answer(self, request: Request, job: Job) -> Answer:
-        """Run the request to its end (the whole reply); Cancelled if the job is cancelled first."""
-        return last(self.run(request, job))
+        return (self._rank(other), self._admitted[other]) < (self._rank(job), self._admitted[job])

@@ -15,7 +15,9 @@ import gradio as gr
 
 from pipeline import LABELS, Mode, UserInputError
 
-from .gate import Cancelled, Job, ModelService
+from .client_key import TrustedProxies, client_key
+from .gate import Cancelled, Job
+from .service import ModelService
 from .http_api import classify_result
 from .streaming import result_of, steps_of
 
@@ -62,9 +64,9 @@ def api_errors() -> Iterator[None]:
         raise user_error(exc) from None
 
 
-async def sentiment_api(service: ModelService, text: str) -> SentimentResult:
+async def sentiment_api(service: ModelService, text: str, client: str | None = None) -> SentimentResult:
     """The sentiment of text: {"label", "confidence": 0..1, "uncertain": bool, "inference_time_ms": float}."""
-    job = Job()
+    job = Job(client)
     with api_errors():
         request = service.prepare(text, mode=Mode.EMOTION, tags=False)
         answer = await result_of(lambda: service.answer(request, job), job)
@@ -73,9 +75,10 @@ async def sentiment_api(service: ModelService, text: str) -> SentimentResult:
             "inference_time_ms": round(sentiment.latency_ms, 1)}
 
 
-async def chat_api(service: ModelService, message: str, history: list | None = None) -> AsyncIterator[str]:
+async def chat_api(service: ModelService, message: str, history: list | None = None,
+                   client: str | None = None) -> AsyncIterator[str]:
     """A reply to message after history ([{"role", "content"}, ...]), streamed as the text so far."""
-    job = Job()
+    job = Job(client)
     with api_errors():
         steps = service.run(service.prepare(message, history, Mode.CHAT, what="message", tags=False), job)
     sent = None
@@ -90,9 +93,9 @@ async def chat_api(service: ModelService, message: str, history: list | None = N
         yield ""
 
 
-async def classify_many_api(service: ModelService, texts: list[str]) -> dict:
+async def classify_many_api(service: ModelService, texts: list[str], client: str | None = None) -> dict:
     """Labels of many texts, as POST /api/classify answers them; a bad text gets an error in its place."""
-    job = Job()
+    job = Job(client)
     try:
         with api_errors():
             return classify_result(await result_of(lambda: service.classify_all(texts, job), job))
@@ -100,18 +103,26 @@ async def classify_many_api(service: ModelService, texts: list[str]) -> dict:
         raise user_error("cancelled") from None
 
 
-def add_named_api(demo: gr.Blocks, service: ModelService) -> None:
-    """Add /sentiment, /chat and /classify_many to demo's API, each under its own name, typed and described."""
+def add_named_api(demo: gr.Blocks, service: ModelService, trusted: TrustedProxies | None = None) -> None:
+    """Add /sentiment, /chat and /classify_many to demo's API, each under its own name, typed and described.
 
-    async def sentiment(text: str) -> SentimentResult:
-        return await sentiment_api(service, text)
+    A caller is its address (X-Forwarded-For read from trusted proxies only), for the gate's per-client bound.
+    """
+    trusted = trusted or TrustedProxies()
 
-    async def chat(message: str, history: list[dict[str, str]] | None = None) -> AsyncIterator[str]:
-        async for text in chat_api(service, message, history):
+    def client(request: gr.Request) -> str | None:
+        return client_key(request.client.host if request.client else None, request.headers, trusted)
+
+    async def sentiment(text: str, request: gr.Request) -> SentimentResult:
+        return await sentiment_api(service, text, client(request))
+
+    async def chat(message: str, history: list[dict[str, str]] | None = None,
+                   request: gr.Request = None) -> AsyncIterator[str]:
+        async for text in chat_api(service, message, history, client(request)):
             yield text
 
-    async def classify_many(texts: list[str]) -> dict:
-        return await classify_many_api(service, texts)
+    async def classify_many(texts: list[str], request: gr.Request) -> dict:
+        return await classify_many_api(service, texts, client(request))
 
     for fn, description in ((sentiment, SENTIMENT_DOC), (chat, CHAT_DOC), (classify_many, CLASSIFY_MANY_DOC)):
         # Resolved annotations (this module's are strings, PEP 563): the API page shows real types, not "Any".

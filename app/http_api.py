@@ -19,7 +19,9 @@ from pipeline import Sentiment, UserInputError
 from pipeline.batch import BatchProgress
 from pipeline.request import json_type
 
-from .gate import Answer, Cancelled, Job, ModelService
+from .client_key import TrustedProxies, client_key
+from .gate import Cancelled, Job
+from .service import Answer, ModelService
 from .streaming import result_of
 
 log = logging.getLogger(__name__)
@@ -131,11 +133,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _answer(request: Request, limit: int, model: type[BaseModel], what: str,
-                  work: Callable[[BaseModel, Job], Any], result: Callable[[Any], dict]) -> Response:
-    """Read, parse and run one JSON request; every outcome in the API's shape."""
+                  work: Callable[[BaseModel, Job], Any], result: Callable[[Any], dict],
+                  trusted: TrustedProxies) -> Response:
+    """Read, parse and run one JSON request (its client: the caller's address); every outcome in the API's shape."""
     try:
         body = parse_body(await _read_body(request, limit), model)
-        job = Job()
+        job = Job(client_key(request.client.host if request.client else None, request.headers, trusted))
         return JSONResponse(result(await result_of(lambda: work(body, job), job, client=request)))
     except _TooLarge:
         return error(413, f"the body is too large; the limit is {limit} bytes")
@@ -158,8 +161,13 @@ def _wrong_method(example: str) -> Callable[[], Response]:
     return wrong_method
 
 
-def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_body_bytes: int = 8 << 20) -> APIRouter:
-    """/healthz, /api/infer (bodies up to max_body_bytes) and /api/classify (up to max_batch_body_bytes)."""
+def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_body_bytes: int = 8 << 20,
+               trusted: TrustedProxies | None = None) -> APIRouter:
+    """/healthz, /api/infer (bodies up to max_body_bytes) and /api/classify (up to max_batch_body_bytes).
+
+    A caller is its address, or the one X-Forwarded-For names when the connection comes from a trusted proxy.
+    """
+    trusted = trusted or TrustedProxies()
     router = APIRouter()
 
     @router.api_route("/healthz", methods=["GET", "HEAD"])
@@ -178,13 +186,13 @@ def api_router(service: ModelService, max_body_bytes: int = 1 << 20, max_batch_b
         def work(body: InferBody, job: Job) -> Answer:
             return service.answer(service.prepare(body.text, body.history, body.mode), job)
 
-        return await _answer(request, max_body_bytes, InferBody, "answer this request", work, infer_result)
+        return await _answer(request, max_body_bytes, InferBody, "answer this request", work, infer_result, trusted)
 
     @router.post("/api/classify")
     async def classify(request: Request) -> Response:
         """The sentiment of each of many texts, as JSON; a bad text gets an error in its place."""
         return await _answer(request, max_batch_body_bytes, ClassifyBody, "label these texts",
-                             lambda body, job: service.classify_all(body.texts, job), classify_result)
+                             lambda body, job: service.classify_all(body.texts, job), classify_result, trusted)
 
     for path, model in (("/api/infer", InferBody), ("/api/classify", ClassifyBody)):
         router.add_api_route(path, _wrong_method(EXAMPLES[model]), methods=["GET", "PUT", "PATCH", "DELETE"])

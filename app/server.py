@@ -17,7 +17,9 @@ from starlette.middleware import Middleware
 from pipeline import Settings, UserInputError
 from pipeline.config import EnvSettings, setting
 
-from .gate import ModelService
+from .client_key import TrustedProxies
+from .gate import MAX_LABEL_PASS_MS, MAX_LABEL_PASSES, MAX_PER_CLIENT
+from .service import ModelService
 from .http_api import api_router, error
 from .ui import assets
 
@@ -44,10 +46,30 @@ class ServerSettings(EnvSettings):
         "Largest /api/classify body accepted, in bytes (BATCH_MAX_TEXTS limits the number of texts).",
         flag="--api-max-batch-body-bytes")
 
+    max_label_passes: int = setting(
+        MAX_LABEL_PASSES, "MAX_LABEL_PASSES",
+        "Labels go first, but a reply waiting to start lets at most this many labels take the model before it "
+        "(0: none), then goes first.", flag="--max-label-passes")
+    max_label_pass_ms: float = setting(
+        MAX_LABEL_PASS_MS, "MAX_LABEL_PASS_MS",
+        "Or at most this much label work, in milliseconds, whichever comes first (long reviews).",
+        flag="--max-label-pass-ms")
+    max_per_client: int = setting(
+        MAX_PER_CLIENT, "MAX_PER_CLIENT",
+        "Most requests one client (a page tab, an API caller's address) may have waiting; more are told "
+        "\"busy, try again\" and nobody else loses their place.", flag="--max-per-client")
+    forwarded_allow_ips: str = setting(
+        "", "FORWARDED_ALLOW_IPS",
+        "Proxies trusted to name the client in X-Forwarded-For (addresses or networks, comma-separated, or *); "
+        "empty: none, each connection's own address is the client. Set it to the proxy's address behind one.",
+        flag="--forwarded-allow-ips")
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be between 0 and 65535, got {self.port}")
-        for name in ("queue_max_size", "api_max_body_bytes", "api_max_batch_body_bytes"):
+        if self.max_label_passes < 0 or self.max_label_pass_ms <= 0:
+            raise UserInputError("max_label_passes must be 0 or more and max_label_pass_ms more than 0")
+        for name in ("queue_max_size", "api_max_body_bytes", "api_max_batch_body_bytes", "max_per_client"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -111,7 +133,11 @@ class App:
         s = self.settings
         # The JSON routes are handed to the FastAPI app Gradio builds, so launch() (and with it
         # --share's tunnel) serves them on the same port, ahead of Gradio's own routes.
-        routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes).routes)
+        routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes,
+                                 TrustedProxies(s.forwarded_allow_ips)).routes)
+        # uvicorn (under Gradio) rewrites each request's client from X-Forwarded-For for the proxies it trusts,
+        # read from this variable when launch() builds its config: the same list as our own client keys.
+        os.environ["FORWARDED_ALLOW_IPS"] = s.forwarded_allow_ips
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
             app_kwargs={"routes": routes, "middleware": [Middleware(FileRouteGuard)]},

@@ -49,7 +49,8 @@ def review_tokens(engine, texts: Sequence[str]) -> int:
 
 def chat_wait(engine, texts: Sequence[str], after_slices: int = 3) -> dict[str, Any]:
     """A one-token chat sent while a batch of texts runs through the gate: its wait, and the batch's slices."""
-    from app.gate import Job, ModelService
+    from app.gate import Job
+    from app.service import ModelService
 
     service = ModelService(engine, 8)
     request = service.prepare("你好", mode="chat")

@@ -26,7 +26,7 @@ def rss_bytes() -> int:
 
 def run_session(engine, turns: int = 50, warmup: int = 5) -> dict[str, Any]:
     """Chat `turns` times in one page session; per-turn figures and the RSS growth after warm-up."""
-    from app.gate import ModelService
+    from app.service import ModelService
     from app.ui.chat_tab import respond
     from app.ui.session import Session
 

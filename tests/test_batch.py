@@ -11,7 +11,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.gate import Busy, Cancelled, Job, ModelService
+from app.gate import Busy, Cancelled, Job
+from app.service import ModelService
 from app.ui import batch_files
 from pipeline import Mode, Sentiment, UserInputError
 from pipeline.batch import SLICE_TOKENS, classify_many, plan_slices

@@ -15,7 +15,8 @@ import pytest
 from gradio_client import Client
 
 import demo
-from app.gate import Job, ModelService
+from app.gate import Job
+from app.service import ModelService
 from app.gradio_api import chat_api, sentiment_api
 from app.ui import render
 from app.ui.chat_tab import clear_session, respond, shown, stop_turns

@@ -6,7 +6,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.gate import Job, ModelService
+from app.gate import Job
+from app.service import ModelService
 from pipeline import LABELS, Mode, UserInputError
 from tests.fakes import FakeEngine
 from app.http_api import api_router, infer_result, parse_body

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import uuid
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,7 +16,9 @@ import pandas as pd
 from pipeline import LABELS, Sentiment, UserInputError
 from pipeline.batch import BatchProgress
 
-from ..gate import Cancelled, Job, ModelService
+from ..client_key import session_key
+from ..gate import Cancelled, Job
+from ..service import ModelService
 from .batch_files import MAX_ROWS, SUFFIXES, ReviewsTable, label_cells, labelled_csv, pasted_table, read_table
 from .render import LABEL_COLORS, NOT_READ, NOT_READ_COLOR
 
@@ -36,6 +39,7 @@ class BatchRun:
     """One tab's batch in progress (kept in gr.State): Stop cancels its job."""
 
     def __init__(self) -> None:
+        self.client = session_key(uuid.uuid4().hex)  # the gate's client: each tab is one
         self.job: Job | None = None
         self._lock = threading.Lock()
 
@@ -47,7 +51,7 @@ class BatchRun:
         with self._lock:
             if self.job is not None:
                 self.job.cancel()
-            self.job = Job()
+            self.job = Job(self.client)
             return self.job
 
     def cancel(self) -> None:

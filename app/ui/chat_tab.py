@@ -13,7 +13,8 @@ import gradio as gr
 from pipeline import UserInputError
 from pipeline.messages import page_text
 
-from ..gate import Answer, Cancelled, Job, ModelService
+from ..gate import Cancelled, Job
+from ..service import Answer, ModelService
 from .render import IDLE_SENTIMENT, bubble_text, notice_text, sentiment_box, timing_text
 from .session import Session
 
@@ -43,7 +44,7 @@ def respond(service: ModelService, text, mode, session: Session) -> Iterator[Sho
     the chat is untouched. Stop, Clear and a closed tab cancel the turn's job: the engine stops at its
     next token and the model goes to the next in line; what was said so far stays in the chat.
     """
-    job = Job()
+    job = Job(session.client)
     try:
         request = service.prepare(text, session.history, mode, what="message")
         steps = service.run(request, job, before_reply=lambda r: session.reply_turn(

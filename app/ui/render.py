@@ -12,7 +12,7 @@ import re
 from pipeline import LABEL_EMOJI, LABELS, UNCERTAIN_EMOJI, Mode, Request, UserInputError
 from pipeline.messages import page_text
 
-from ..gate import Answer
+from ..service import Answer
 
 # Each label's colour in the sentiment bar and the batch charts; NOT_READ is the batch tab's rows not labelled.
 LABEL_COLORS = {"正面": "#30a46c", "负面": "#e5484d"}

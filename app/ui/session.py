@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from pipeline import Request
 
-from ..gate import Cancelled, Job, ModelService
+from ..client_key import session_key
+from ..gate import Cancelled, Job
+from ..service import ModelService
 from .render import as_text_markdown
 
 # How long a Send waits for another Send of the same tab to have its update sent (Session.showing);
@@ -38,6 +41,7 @@ class Session:
     """
 
     def __init__(self) -> None:
+        self.client = session_key(uuid.uuid4().hex)  # the gate's client: each tab is one, for the per-client bound
         self.display: list[dict[str, str]] = []
         self.history: list[dict[str, str]] = []
         self.turns: list[Turn] = []  # sent and not finished, oldest first

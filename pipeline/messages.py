@@ -50,6 +50,7 @@ REFUSALS = {
 # What the page says while it works (Chinese only: the JSON API has no such states).
 PAGE = {
     "ahead": "排队中，前面还有 {ahead} 条",
+    "queued": "正在排队，请稍候…",
     "replying_to_others": "模型正在回复其他消息，马上轮到你…",
     "after_own": "等上一条回复完成…",
     "stopped": "（已停止）",

@@ -73,8 +73,10 @@ def build_demo(service: ModelService) -> gr.Blocks:
                         label = gr.HTML(IDLE_SENTIMENT, elem_id="sentiment", padding=False)
                         timing = gr.Markdown(elem_id="timing")
                     with gr.Column(scale=3, elem_id="conversation"):
+                        # No label badge: it sat over the first line of a scrolled chat (page.js names it for
+                        # screen readers).
                         chatbot = gr.Chatbot(
-                            label="对话", elem_id="chatbot", height=460, render_markdown=True, sanitize_html=True,
+                            label="对话", show_label=False, elem_id="chatbot", height=460, render_markdown=True, sanitize_html=True,
                             allow_tags=False, feedback_options=None, group_consecutive_messages=False,
                             buttons=["copy"], placeholder="发一句话试试：模型会先判断情感，再回复你。")
                         msg = gr.Textbox(

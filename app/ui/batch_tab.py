@@ -89,6 +89,8 @@ def results_frame(texts: Sequence[str], results: Sequence[Sentiment | UserInputE
     rows = []
     for i, (text, result) in enumerate(zip(texts, results), start=1):
         label, confidence, uncertain, note = label_cells(result)
+        if isinstance(result, Sentiment):  # the page shows a percentage (one short line on a phone); the CSV keeps 4 decimals
+            confidence = f"{result.confidence:.0%}"
         shown = text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
         rows.append([i, shown, label, confidence, uncertain, note])
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
@@ -219,7 +221,7 @@ def build_batch_tab(service: ModelService) -> None:
                                sort=BIN_NAMES, y_lim=[0, None])
     download = gr.DownloadButton("下载结果 CSV", visible=False, elem_id="batch-download", variant="primary")
     frame = gr.Dataframe(headers=TABLE_HEADERS, visible=False, interactive=False, wrap=True, max_height=480,
-                         column_widths=["6%", "52%", "9%", "10%", "9%", "14%"], elem_id="batch-table")
+                         column_widths=["44px", "45%", "56px", "72px", "64px", "22%"], elem_id="batch-table")
 
     # Pasting says how many rows it holds, as an upload does (on change: also typing, also emptying).
     for trigger in (upload.change, header.change, pasted.change):

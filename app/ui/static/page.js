@@ -44,10 +44,14 @@
   // names are said in Chinese; Gradio may re-render these parts, so this is applied again on changes.
   const NAMES = {"chatbot conversation": "对话记录", "More tabs": "更多标签页",
                  "Gradio footer navigation": "页脚导航", "Click to upload or drop files": "点击上传，或把文件拖到这里"};
+  const phone = window.matchMedia("(max-width: 640px)"), PHONE_PLACEHOLDER = "输入内容，点“发送”";
   const fix = () => {
     document.querySelectorAll("#mode input[type=radio]").forEach((r) => {
       if (r.name !== "mode") r.name = "mode";
     });
+    // A phone's keyboard has no Shift+Enter: its placeholder leaves that out.
+    const input = document.querySelector("#msg textarea");
+    if (input && phone.matches && input.placeholder !== PHONE_PLACEHOLDER) input.placeholder = PHONE_PLACEHOLDER;
     document.querySelectorAll("[aria-label]").forEach((el) => {
       const name = NAMES[el.getAttribute("aria-label")];
       if (name) el.setAttribute("aria-label", name);
@@ -55,7 +59,7 @@
   };
   fix();
   new MutationObserver(fix).observe(document.body, {subtree: true, childList: true, attributes: true,
-                                                    attributeFilter: ["aria-label", "name"]});
+                                                    attributeFilter: ["aria-label", "name", "placeholder"]});
 
   // Reloading or closing the tab would lose the conversation (it lives in the server's memory for this
   // tab alone): while the chat shows any message, the browser asks first.

@@ -21,6 +21,7 @@ from app.gate import ModelService
 from app.gradio_api import add_named_api
 from app.server import App, ServerSettings, parse_args
 from app.ui import batch_tab
+from app.ui.assets import API_HELP
 from app.ui.chat_tab import clear_session, respond, stop_turns
 from app.ui.render import IDLE_SENTIMENT
 from app.ui.session import Session
@@ -95,11 +96,9 @@ def build_demo(service: ModelService) -> gr.Blocks:
                             stop = gr.Button("停止", variant="stop", elem_id="stop", interactive=False)
                             clear = gr.Button("清空", elem_id="clear")
                         gr.Examples(EXAMPLES, inputs=[msg], label="示例")
-                        # The footer's API button is hidden on phones; this one opens the same page everywhere.
-                        api_docs = gr.Button("API 说明：/sentiment、/chat，以及 JSON 接口 POST /api/infer", size="sm",
-                                             elem_id="api-docs")
-                        api_docs.click(None, js="() => document.querySelector('footer .show-api')?.click()",
-                                       api_visibility="private")
+                        # The page's own API page: Gradio's (the footer's link, hidden by page.css) is English
+                        # around our text, with an MCP tab and snippets for another shell.
+                        gr.HTML(API_HELP, elem_id="api-docs", padding=False)
             with gr.Tab("批量分析", id="batch", elem_id="batch-tab"):
                 batch_tab.build_batch_tab(service)
 

@@ -6,6 +6,7 @@ Each test here failed on the commit before its fix (the reason is in its docstri
 from __future__ import annotations
 
 import re
+import shutil
 import threading
 
 import pytest
@@ -226,3 +227,23 @@ def test_leaving_a_conversation_asks_first(page):  # noqa: F811
         page.click("#clear")
         page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('回复：你好')")
         assert page.evaluate(LEAVING) is False  # cleared: nothing to lose
+
+
+def test_the_api_page_is_chinese_and_its_curl_snippet_runs(page):  # noqa: F811
+    """Item 8: the button opened Gradio's API page (English, an MCP tab, a cURL snippet that failed in
+    bash). Now it opens the page's own, in Chinese, whose snippet names this server and answers."""
+    import shlex
+    import subprocess
+
+    with serve(FakeEngine()) as app:
+        open_app(page, app)
+        assert not page.locator("footer .show-api").is_visible()
+        page.click("#api-help summary")
+        snippet = page.locator("#api-help pre code").first.inner_text()
+        assert app.local_url.rstrip("/") in snippet and "mcp" not in page.inner_text("#api-help").lower()
+        curl = shutil.which("curl")
+        if curl is None:
+            pytest.skip("curl not installed")
+        # The snippet as a user pastes it into bash (its line continuation included).
+        out = subprocess.run(["bash", "-c", snippet], capture_output=True, text=True, check=True)
+        assert '"emotion_label":"正面"' in out.stdout.replace(" ", ""), (shlex.quote(snippet), out.stdout, out.stderr)

@@ -9,6 +9,8 @@ import gradio as gr
 STATIC = Path(__file__).parent / "static"
 CSS = (STATIC / "page.css").read_text(encoding="utf-8")
 PAGE_JS = (STATIC / "page.js").read_text(encoding="utf-8")
+# The page's own short API page (a <details> under the chat): Chinese, with snippets that run as pasted.
+API_HELP = (STATIC / "api-help.html").read_text(encoding="utf-8")
 
 # System font stacks with CJK faces: nothing is fetched from Google Fonts or any other CDN.
 FONT = ["-apple-system", "BlinkMacSystemFont", "Segoe UI", "PingFang SC", "Hiragino Sans GB",

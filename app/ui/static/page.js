@@ -52,6 +52,10 @@
     // A phone's keyboard has no Shift+Enter: its placeholder leaves that out.
     const input = document.querySelector("#msg textarea");
     if (input && phone.matches && input.placeholder !== PHONE_PLACEHOLDER) input.placeholder = PHONE_PLACEHOLDER;
+    // The API page's snippets name this page's own address.
+    document.querySelectorAll("#api-help .origin").forEach((e) => {
+      if (e.textContent !== location.origin) e.textContent = location.origin;
+    });
     document.querySelectorAll("[aria-label]").forEach((el) => {
       const name = NAMES[el.getAttribute("aria-label")];
       if (name) el.setAttribute("aria-label", name);

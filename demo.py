@@ -22,11 +22,12 @@ from app.client_key import TrustedProxies
 from app.gradio_api import add_named_api
 from app.server import App, ServerSettings, parse_args
 from app.ui import batch_tab
+from app.ui.assets import API_HELP
 from app.ui.chat_tab import clear_session, respond, stop_turns
 from app.ui.render import IDLE_SENTIMENT
 from app.ui.session import Session
 from pipeline import LABELS, Mode, Settings, UserInputError
-from pipeline.messages import page_text
+from pipeline.messages import REFUSALS, page_text
 
 TITLE = "Qwen All-in-One"
 
@@ -67,33 +68,38 @@ def build_demo(service: ModelService, trusted: TrustedProxies | None = None) -> 
         with gr.Tabs(elem_id="tabs"):
             with gr.Tab("对话与情感", id="chat", elem_id="chat-tab"):
                 with gr.Row(equal_height=False):
+                    # The mode comes first in the page's order (Tab, screen readers), as it does on a phone;
+                    # on a wide screen the CSS shows this column on the right.
+                    with gr.Column(scale=1, min_width=240, elem_id="side"):
+                        mode = gr.Radio(MODES, value=Mode.BOTH.value, label="模式", elem_id="mode")
+                        label = gr.HTML(IDLE_SENTIMENT, elem_id="sentiment", padding=False)
+                        timing = gr.Markdown(elem_id="timing")
                     with gr.Column(scale=3, elem_id="conversation"):
+                        # No label badge: it sat over the first line of a scrolled chat (page.js names it for
+                        # screen readers).
                         chatbot = gr.Chatbot(
-                            label="对话", elem_id="chatbot", height=460, render_markdown=True, sanitize_html=True,
+                            label="对话", show_label=False, elem_id="chatbot", height=460, render_markdown=True, sanitize_html=True,
                             allow_tags=False, feedback_options=None, group_consecutive_messages=False,
                             buttons=["copy"], placeholder="发一句话试试：模型会先判断情感，再回复你。")
                         msg = gr.Textbox(
-                            show_label=False, placeholder="输入内容，回车发送（Shift+回车换行）", lines=1, max_lines=6,
+                            label="输入消息", show_label=False, placeholder="输入内容，回车发送（Shift+回车换行）", lines=1, max_lines=6,
                             elem_id="msg", autofocus=True, submit_btn=False)
                         with gr.Row(elem_id="under-input"):
                             notice = gr.Markdown(elem_id="notice")
+                            # data-empty / data-long: the refusals page.js hides once the text is no longer refused.
                             gr.HTML(f'<div id="char-count" data-limit="{limit_chars}" '
-                                    f'data-template="{html.escape(page_text("count", chars="{chars}", limit_chars="{limit_chars}"))}"></div>',
+                                    f'data-template="{html.escape(page_text("count", chars="{chars}", limit_chars="{limit_chars}"))}" '
+                                    f'data-empty="{html.escape(REFUSALS["empty"].zh)}" '
+                                    f'data-long="{html.escape(REFUSALS["too_long"].zh.split("：")[0])}"></div>',
                                     padding=False, elem_id="count-box")
                         with gr.Row(elem_id="actions"):
                             send = gr.Button("发送", variant="primary", elem_id="send")
                             stop = gr.Button("停止", variant="stop", elem_id="stop", interactive=False)
                             clear = gr.Button("清空", elem_id="clear")
                         gr.Examples(EXAMPLES, inputs=[msg], label="示例")
-                        # The footer's API button is hidden on phones; this one opens the same page everywhere.
-                        api_docs = gr.Button("API 说明：/sentiment、/chat，以及 JSON 接口 POST /api/infer", size="sm",
-                                             elem_id="api-docs")
-                        api_docs.click(None, js="() => document.querySelector('footer .show-api')?.click()",
-                                       api_visibility="private")
-                    with gr.Column(scale=1, min_width=240, elem_id="side"):
-                        mode = gr.Radio(MODES, value=Mode.BOTH.value, label="模式", elem_id="mode")
-                        label = gr.HTML(IDLE_SENTIMENT, elem_id="sentiment", padding=False)
-                        timing = gr.Markdown(elem_id="timing")
+                        # The page's own API page: Gradio's (the footer's link, hidden by page.css) is English
+                        # around our text, with an MCP tab and snippets for another shell.
+                        gr.HTML(API_HELP, elem_id="api-docs", padding=False)
             with gr.Tab("批量分析", id="batch", elem_id="batch-tab"):
                 batch_tab.build_batch_tab(service)
 

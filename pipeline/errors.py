@@ -7,13 +7,16 @@ class UserInputError(ValueError):
     """The caller's text, history or arguments cannot be served; the message says why (in English).
 
     `chinese` is the same for the page (pipeline.messages.refusal fills both); errors raised with
-    plain English (settings, CLI flags) show that. `key` names the refusal (messages.REFUSALS), if any.
+    plain English (settings, CLI flags) show that. `key` names the refusal (messages.REFUSALS), if any,
+    and `params` holds the figures it was said with.
     """
 
-    def __init__(self, message: str, chinese: str | None = None, key: str | None = None):
+    def __init__(self, message: str, chinese: str | None = None, key: str | None = None,
+                 params: dict | None = None):
         super().__init__(message)
         self.chinese = chinese or message
         self.key = key
+        self.params = params or {}  # the refusal's figures (chars, limit_chars, ...), for other wordings of it
 
 
 class WeightsNotFoundError(FileNotFoundError):

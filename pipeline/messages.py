@@ -50,6 +50,7 @@ REFUSALS = {
 # What the page says while it works (Chinese only: the JSON API has no such states).
 PAGE = {
     "ahead": "排队中，前面还有 {ahead} 条",
+    "queued": "正在排队，请稍候…",
     "replying_to_others": "模型正在回复其他消息，马上轮到你…",
     "after_own": "等上一条回复完成…",
     "stopped": "（已停止）",
@@ -62,6 +63,24 @@ PAGE = {
     "chat_only": "仅对话：这条消息不判断情感",
     "uncertain": "褒贬参半，模型拿不准",
 }
+
+
+# What a batch's 备注 column says of a row it did not label: what happened to the row, not what to do next.
+BATCH_NOTES = {
+    "empty": "空行，未分析",
+    "not_string": "不是文字，未分析",
+    "too_long": "过长（约 {chars} 字，上限约 {limit_chars} 字），未分析",
+    "too_long_unread": "过长（约 {chars} 字，上限约 {limit_chars} 字），未分析",
+    "stopped": "未分析（已停止）",
+}
+
+
+def batch_note(exc: UserInputError | None) -> str:
+    """The 备注 of a row not labelled: why (BATCH_NOTES), or the refusal's own words; None: Stop came first."""
+    if exc is None:
+        return BATCH_NOTES["stopped"]
+    note = BATCH_NOTES.get(exc.key)
+    return note.format(**exc.params) if note else exc.chinese
 
 
 def chars_for_tokens(tokens: int, chars_per_token: float = CHINESE_CHARS_PER_TOKEN) -> int:
@@ -85,4 +104,4 @@ def page_text(key: str, **params) -> str:
 def refusal(key: str, **params) -> UserInputError:
     """The UserInputError for a key of REFUSALS, in both languages."""
     text = REFUSALS[key]
-    return UserInputError(text.en.format(**params), text.zh.format(**params), key)
+    return UserInputError(text.en.format(**params), text.zh.format(**params), key, params)

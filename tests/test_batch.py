@@ -16,6 +16,7 @@ from app.service import ModelService
 from app.ui import batch_files
 from pipeline import Mode, Sentiment, UserInputError
 from pipeline.batch import SLICE_TOKENS, classify_many, plan_slices
+from pipeline.messages import refusal
 from tests.fakes import FakeEngine
 from app.http_api import api_router
 
@@ -253,13 +254,13 @@ def test_unreadable_files_are_refused_in_both_languages(tmp_path):
 
 def test_labelled_csv_keeps_every_row_and_appends_the_labels():
     table = batch_files.ReviewsTable([["1", "很好"], ["2", ""], ["3"]], ["id", "评论"], "t.csv")
-    results = [Sentiment("正面", 0.91234, 1.0, {}), UserInputError("empty", "请先输入内容再发送"), None]
+    results = [Sentiment("正面", 0.91234, 1.0, {}), refusal("empty", what="text"), None]
     data = batch_files.labelled_csv(table, results)
     assert data.startswith(b"\xef\xbb\xbf")
     rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
     assert rows[0] == ["id", "评论", *batch_files.LABEL_COLUMNS]
     assert rows[1] == ["1", "很好", "正面", "0.9123", "否", ""]
-    assert rows[2] == ["2", "", "", "", "", "请先输入内容再发送"]
+    assert rows[2] == ["2", "", "", "", "", "空行，未分析"]  # what happened to the row, not chat advice
     assert rows[3] == ["3", "", "", "", "", "未分析（已停止）"]
 
 

@@ -297,7 +297,7 @@ def test_on_a_phone_the_mode_and_the_label_show_without_scrolling(browser):
             for element in ("#mode", "#sentiment", "#msg textarea", "#send"):
                 box = page.locator(element).bounding_box()
                 assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, (element, box)
-            assert page.locator("#api-docs").is_visible()  # the footer hides its API link on phones
+            assert page.locator("#api-docs").is_visible()  # the page's own API page, on phones too
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
     finally:
@@ -329,7 +329,7 @@ def test_gradio_s_own_words_are_chinese_whatever_the_browser_language(browser):
             labels = page.eval_on_selector_all(
                 "#chatbot button", "els => els.map(e => e.getAttribute('aria-label') || e.title || '')")
             assert "复制消息" in labels and not [text for text in labels if "Copy" in text], labels
-            assert "通过 API 使用" in page.inner_text("footer")
+            assert "API" not in page.inner_text("footer")  # Gradio's English API page is not linked (issue 28)
     finally:
         context.close()
 
@@ -383,4 +383,4 @@ def test_a_2000_row_csv_goes_through_the_batch_tab(page, tiny_engine, tmp_path):
     assert [r[:3] for r in back[1:]] == rows
     labels = [r[3] for r in back[1:]]
     assert labels.count("") == 2 and set(labels) - {""} <= {"正面", "负面"}
-    assert back[8][6] == "请先输入内容再发送" and back[12][6].startswith("内容过长")
+    assert back[8][6] == "空行，未分析" and re.fullmatch(r"过长（约 \d+ 字，上限约 \d+ 字），未分析", back[12][6])

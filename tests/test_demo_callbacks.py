@@ -252,7 +252,7 @@ def test_the_mode_switch_and_typed_tags_pick_the_roles(mode, text, roles, label,
     ("   ", "请先输入内容再发送"),
     ("#EMOTION#", "请先输入内容再发送"),
     ("长" * 1001, "内容过长：约 1001 字，上限约 1000 字，请删减后再发"),
-    ("长" * 20000, "内容过长：约 20000 字，上限约 1500 字，请删减后再发"),  # refused before tokenizing
+    ("长" * 20000, "内容过长：约 20000 字，上限约 1000 字，请删减后再发"),  # the counter's limit, as for any text past it
     (None, "内容必须是文字"),
 ])
 def test_bad_input_is_a_chinese_notice_and_the_chat_and_the_input_stay(text, notice):
@@ -502,3 +502,29 @@ def test_a_tab_s_chat_updates_reach_the_page_in_the_order_they_were_copied():
     for _ in first:  # resumed: the second one may copy now
         break
     assert copied.wait(5)
+
+
+def test_the_place_in_line_shown_never_goes_up():
+    """Issue 28 item 5: a count higher than one already shown is told without a number."""
+    from app.service import Answer
+    from app.ui.chat_tab import Queue
+
+    line = Queue()
+    shown_texts = [render.waiting_text(line.seen(Answer(ahead=n, waiting_for="label"))) for n in (3, 1, 2, 1, 0)]
+    assert shown_texts == ["排队中，前面还有 3 条", "排队中，前面还有 1 条", "正在排队，请稍候…",
+                           "排队中，前面还有 1 条", "排队中，前面还有 0 条"]
+
+
+def test_the_batch_summary_counts_stopped_rows_as_not_read_and_pasting_counts_rows():
+    """Issue 28 item 4: after Stop, 未分析 left out the rows never reached (the chart counted them)."""
+    from app.ui.batch_tab import describe_source, label_counts, summary_text
+    from pipeline import Sentiment, UserInputError
+    from pipeline.batch import BatchProgress
+
+    good = Sentiment(LABELS[0], 0.9, 1.0, {LABELS[0]: 0.9, LABELS[1]: 0.1})
+    results = [good, UserInputError("empty", "请先输入内容再发送"), None, None]
+    line = summary_text(BatchProgress(total=4, results=results, done=2), stopped=True, seconds=1.0)
+    chart = dict(zip(*label_counts(results).to_dict("list").values()))
+    assert chart["未分析"] == 3 and "；3 条未分析（1 条空行或过长，2 条因停止未分析" in line, line
+    _, info = describe_source(None, True, "一\n二\n\n三")
+    assert info == "**粘贴的评论**：4 行"

@@ -9,6 +9,8 @@ import gradio as gr
 STATIC = Path(__file__).parent / "static"
 CSS = (STATIC / "page.css").read_text(encoding="utf-8")
 PAGE_JS = (STATIC / "page.js").read_text(encoding="utf-8")
+# The page's own short API page (a <details> under the chat): Chinese, with snippets that run as pasted.
+API_HELP = (STATIC / "api-help.html").read_text(encoding="utf-8")
 
 # System font stacks with CJK faces: nothing is fetched from Google Fonts or any other CDN.
 FONT = ["-apple-system", "BlinkMacSystemFont", "Segoe UI", "PingFang SC", "Hiragino Sans GB",
@@ -21,6 +23,7 @@ GRADIO_WORDS = {
     "chatbot.copy_message": "复制消息", "chatbot.copied_message": "已复制", "chatbot.clear": "清空对话",
     "errors.use_via_api": "通过 API 使用", "errors.use_via_api_or_mcp": "通过 API 使用",
     "common.built_with_gradio": "使用 Gradio 构建", "common.settings": "设置", "common.clear": "清除",
+    "common.or": "或", "upload_text.click_to_upload": "点击上传", "upload_text.drop_file": "把文件拖到这里",
 }
 GRADIO_LOCALES = ["ar", "ca", "ckb", "de", "en", "es", "et", "eu", "fa", "fi", "fr", "he", "hi", "id", "ja", "ko",
                   "lt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru", "sv", "ta", "th", "tr", "uk", "ur", "uz",

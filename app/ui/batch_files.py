@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import Sentiment, UserInputError
+from pipeline.messages import batch_note
 
 SUFFIXES = (".csv", ".xlsx", ".txt")
 # Encodings tried in order: Excel on a Chinese Windows saves "CSV" as GBK (GB18030 reads it), others UTF-8.
@@ -134,9 +135,7 @@ def label_cells(result: Sentiment | UserInputError | None) -> list[str]:
     """The appended cells of one row: label, confidence, uncertain, and why a row was not read."""
     if isinstance(result, Sentiment):
         return [result.label, f"{result.confidence:.4f}", "是" if result.uncertain else "否", ""]
-    if isinstance(result, UserInputError):
-        return ["", "", "", result.chinese]
-    return ["", "", "", "未分析（已停止）"]
+    return ["", "", "", batch_note(result)]
 
 
 def _decode(data: bytes) -> str:

@@ -86,6 +86,8 @@ def describe_source(file: str | None, header: bool, pasted: str | None, max_rows
         table = source_table(file, header, pasted, max_rows)
     except UserInputError as exc:
         return gr.update(choices=[], value=None, interactive=False), (exc.chinese if file else "")
+    if not file:  # pasted lines: one column, nothing to choose; the count says what Start will read
+        return gr.update(choices=[], value=None, interactive=False), f"**{table.name}**：{len(table.rows)} 行"
     names = table.column_names()
     choices = [(name, i) for i, name in enumerate(names)]
     column = table.text_column()
@@ -102,6 +104,8 @@ def results_frame(texts: Sequence[str], results: Sequence[Sentiment | UserInputE
     rows = []
     for i, (text, result) in enumerate(zip(texts, results), start=1):
         label, confidence, uncertain, note = label_cells(result)
+        if isinstance(result, Sentiment):  # the page shows a percentage (one short line on a phone); the CSV keeps 4 decimals
+            confidence = f"{result.confidence:.0%}"
         shown = text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "…"
         rows.append([i, shown, label, confidence, uncertain, note])
     return pd.DataFrame(rows, columns=TABLE_HEADERS)
@@ -130,8 +134,13 @@ def summary_text(progress: BatchProgress, stopped: bool, seconds: float) -> str:
     parts = [f"{label} {sum(r.label == label for r in labelled)} 条" for label in LABELS]
     parts.append(f"其中拿不准 {sum(r.uncertain for r in labelled)} 条")
     line = f"已分析 {len(labelled)} / {progress.total} 条（{'，'.join(parts)}）"
-    if progress.refused:
-        line += f"；{progress.refused} 条未分析（空行或过长，见“备注”列）"
+    # Every row not labelled is counted, as the 各类条数 chart counts it: refused rows and, after Stop, the
+    # rows the batch did not reach.
+    not_read = progress.total - len(labelled)
+    if not_read:
+        why = [f"{n} 条{what}" for n, what in ((progress.refused, "空行或过长"),
+                                               (not_read - progress.refused, "因停止未分析")) if n]
+        line += f"；{not_read} 条未分析（{'，'.join(why)}，见“备注”列）"
     if stopped:
         line = "已停止。" + line
     rate = len(labelled) / seconds if seconds > 0 else 0
@@ -218,16 +227,19 @@ def build_batch_tab(service: ModelService) -> None:
     notice = gr.Markdown(elem_id="batch-notice")
     summary = gr.Markdown(elem_id="batch-summary")
     with gr.Row():
+        # Counts start at 0 (y_lim): Vega-Lite's scale otherwise starts at the smallest count, and a bar
+        # as short as the smallest one is not drawn at all.
         counts = gr.BarPlot(x="类别", y="条数", color="类别", color_map=COLORS, title="各类条数", visible=False,
-                            elem_id="batch-counts", sort=CATEGORIES, height=260)
+                            elem_id="batch-counts", sort=CATEGORIES, height=260, y_lim=[0, None])
         histogram = gr.BarPlot(x="置信度", y="条数", color="情感", color_map=COLORS, title="置信度分布",
                                visible=False, elem_id="batch-histogram", height=260,
-                               sort=BIN_NAMES)
+                               sort=BIN_NAMES, y_lim=[0, None])
     download = gr.DownloadButton("下载结果 CSV", visible=False, elem_id="batch-download", variant="primary")
     frame = gr.Dataframe(headers=TABLE_HEADERS, visible=False, interactive=False, wrap=True, max_height=480,
-                         column_widths=["6%", "52%", "9%", "10%", "9%", "14%"], elem_id="batch-table")
+                         column_widths=["44px", "45%", "56px", "72px", "64px", "22%"], elem_id="batch-table")
 
-    for trigger in (upload.change, header.change):
+    # Pasting says how many rows it holds, as an upload does (on change: also typing, also emptying).
+    for trigger in (upload.change, header.change, pasted.change):
         trigger(lambda file, header_row, text: describe_source(file, header_row, text, limit),
                 inputs=[upload, header, pasted], outputs=[column, info], queue=False, api_visibility="private")
 

@@ -66,10 +66,16 @@ def timing_text(answer: Answer) -> str:
     return " · ".join(parts)
 
 
+# An Answer's `ahead` when its count would have gone up since the page last showed one (chat_tab.Queue).
+QUEUED = -1
+
+
 def waiting_text(answer: Answer) -> str | None:
     """What a message waiting for the model shows ("排队中，前面还有 2 条"); None when it is not waiting."""
     if answer.ahead is None:
         return None
+    if answer.ahead == QUEUED:
+        return page_text("queued")
     if answer.waiting_for == "reply" and answer.ahead == 1:
         return page_text("replying_to_others")
     return page_text("ahead", ahead=answer.ahead)

@@ -46,6 +46,9 @@ class Session:
         self.history: list[dict[str, str]] = []
         self.turns: list[Turn] = []  # sent and not finished, oldest first
         self.era = 0
+        # The turn whose label and timing the side box shows: the newest message sent. Only it writes
+        # there, so the box never mixes one message's label with another's timing.
+        self.box_turn: Turn | None = None
         self._cond = threading.Condition()
         self._showing = threading.Lock()
 
@@ -81,8 +84,14 @@ class Session:
             self.display.append({"role": "assistant", "content": "…"})
             turn = Turn(request, job, len(self.display) - 1, self.era)
             self.turns.append(turn)
+            self.box_turn = turn
         job.on_cancel(self._notify)
         return turn
+
+    def owns_box(self, turn: Turn) -> bool:
+        """Whether the side box (label and timing) is this turn's: it is the newest message of the era."""
+        with self._cond:
+            return self.box_turn is turn and turn.era == self.era
 
     def write(self, turn: Turn, content: str) -> bool:
         """Put content in turn's place in the chat; False if Clear came since the turn was sent."""
@@ -137,6 +146,7 @@ class Session:
         """Forget the conversation; turns still running are cancelled and write nothing more."""
         with self._cond:
             self.era += 1
+            self.box_turn = None
             self.display.clear()
             self.history.clear()
         self.cancel_all()

@@ -19,6 +19,7 @@ from pipeline.config import EnvSettings, setting
 
 from .gate import ModelService
 from .http_api import api_router, error
+from .openai_api import openai_router
 from .ui import assets
 
 
@@ -38,11 +39,17 @@ class ServerSettings(EnvSettings):
         "Most requests that may wait for the model, from the page and both APIs together; "
         "more are told \"busy, try again\".", flag="--queue-max-size")
     api_max_body_bytes: int = setting(
-        1 << 20, "API_MAX_BODY_BYTES", "Largest /api/infer body accepted, in bytes.", flag="--api-max-body-bytes")
+        1 << 20, "API_MAX_BODY_BYTES", "Largest /api/infer and /v1/chat/completions body accepted, in bytes.",
+        flag="--api-max-body-bytes")
     api_max_batch_body_bytes: int = setting(
         8 << 20, "API_MAX_BATCH_BODY_BYTES",
         "Largest /api/classify body accepted, in bytes (BATCH_MAX_TEXTS limits the number of texts).",
         flag="--api-max-batch-body-bytes")
+
+    model_id: str = setting(
+        "", "MODEL_ID",
+        "The model's id in the OpenAI-compatible API (/v1/models, the `model` of /v1/chat/completions). "
+        "Empty: the model folder's name.", flag="--model-id")
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -112,6 +119,7 @@ class App:
         # The JSON routes are handed to the FastAPI app Gradio builds, so launch() (and with it
         # --share's tunnel) serves them on the same port, ahead of Gradio's own routes.
         routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes).routes)
+        routes += openai_router(self.service, s.model_id or None, s.api_max_body_bytes).routes
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
             app_kwargs={"routes": routes, "middleware": [Middleware(FileRouteGuard)]},

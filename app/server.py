@@ -6,6 +6,7 @@ demo.py builds the page and calls launch(); nothing here imports demo.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from starlette.middleware import Middleware
 from pipeline import Settings, UserInputError
 from pipeline.config import EnvSettings, setting
 
+from .auth import ApiKeyGuard
 from .gate import ModelService
 from .http_api import api_router, error
 from .openai_api import openai_router
@@ -51,9 +53,36 @@ class ServerSettings(EnvSettings):
         "The model's id in the OpenAI-compatible API (/v1/models, the `model` of /v1/chat/completions). "
         "Empty: the model folder's name.", flag="--model-id")
 
+    api_key: str = setting(
+        "", "API_KEY",
+        "When set, /v1/*, /api/* and /metrics need the header `Authorization: Bearer API_KEY` (401 without it); "
+        "the page and /healthz stay open (PAGE_AUTH guards the page). Empty: no key. Never printed.",
+        flag="--api-key")
+    page_auth: str = setting(
+        "", "PAGE_AUTH",
+        "`USER:PASSWORD`: Gradio's own login in front of the page and its Gradio API (with API_KEY, all of a "
+        "share link is guarded). Empty: the page is open. Never printed.", flag="--page-auth")
+
+    def __repr__(self) -> str:
+        # The key and the password never reach a log or a traceback through the settings' repr.
+        secret = {"api_key", "page_auth"}
+        fields = (f"{f.name}={'***' if f.name in secret and getattr(self, f.name) else repr(getattr(self, f.name))}"
+                  for f in dataclasses.fields(self))
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+    @property
+    def gradio_auth(self) -> tuple[str, str] | None:
+        """PAGE_AUTH as Gradio's launch(auth=...) takes it (None: no login)."""
+        if not self.page_auth:
+            return None
+        user, _, password = self.page_auth.partition(":")
+        return user, password
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be between 0 and 65535, got {self.port}")
+        if self.page_auth and (":" not in self.page_auth or not all(self.page_auth.partition(":")[::2])):
+            raise UserInputError("page_auth must be USER:PASSWORD, both non-empty")  # never quotes the value
         for name in ("queue_max_size", "api_max_body_bytes", "api_max_batch_body_bytes"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -122,7 +151,7 @@ class App:
         routes += openai_router(self.service, s.model_id or None, s.api_max_body_bytes).routes
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
-            app_kwargs={"routes": routes, "middleware": [Middleware(FileRouteGuard)]},
+            app_kwargs={"routes": routes, "middleware": self.middleware()}, auth=s.gradio_auth,
             theme=assets.theme(), css=assets.CSS, js=assets.PAGE_JS, i18n=assets.gradio_words(), show_error=False, footer_links=["api", "settings"], run_history=False, enable_monitoring=False,
             ssr_mode=False, pwa=False, mcp_server=False, max_file_size=MAX_FILE_SIZE, strict_cors=True)
         kwargs.update(overrides)
@@ -133,6 +162,13 @@ class App:
         if not prevent_thread_lock:
             self.demo.block_thread()
         return self
+
+    def middleware(self) -> list[Middleware]:
+        """The ASGI middleware around every route: the API key (if set) first, then the file-route guard."""
+        guards = [Middleware(FileRouteGuard)]
+        if self.settings.api_key:
+            guards.insert(0, Middleware(ApiKeyGuard, api_key=self.settings.api_key))
+        return guards
 
     def close(self) -> None:
         """Stop the server."""

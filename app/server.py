@@ -20,6 +20,7 @@ from pipeline.config import EnvSettings, setting
 
 from .auth import ApiKeyGuard
 from .gate import ModelService
+from .metrics import DoorMiddleware, Metrics
 from .http_api import api_router, error
 from .openai_api import openai_router
 from .ui import assets
@@ -141,6 +142,12 @@ class App:
     settings: ServerSettings
     local_url: str | None = None
     share_url: str | None = None
+    metrics: Metrics | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = Metrics(self.service)
+            self.metrics.observe()
 
     def launch(self, prevent_thread_lock: bool = False, quiet: bool = False, **overrides: Any) -> "App":
         """Serve on settings.host:port (plus a share link if asked); overrides go to Blocks.launch()."""
@@ -149,6 +156,7 @@ class App:
         # --share's tunnel) serves them on the same port, ahead of Gradio's own routes.
         routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes).routes)
         routes += openai_router(self.service, s.model_id or None, s.api_max_body_bytes).routes
+        routes += self.metrics.router().routes
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
             app_kwargs={"routes": routes, "middleware": self.middleware()}, auth=s.gradio_auth,
@@ -165,7 +173,7 @@ class App:
 
     def middleware(self) -> list[Middleware]:
         """The ASGI middleware around every route: the API key (if set) first, then the file-route guard."""
-        guards = [Middleware(FileRouteGuard)]
+        guards = [Middleware(DoorMiddleware), Middleware(FileRouteGuard)]
         if self.settings.api_key:
             guards.insert(0, Middleware(ApiKeyGuard, api_key=self.settings.api_key))
         return guards

@@ -22,6 +22,7 @@ ROUTES = [
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "你好"}]}),
     ("POST", "/api/infer", {"text": "你好"}),
     ("POST", "/api/classify", {"texts": ["很好", "很差"]}),
+    ("GET", "/metrics", None),
 ]
 
 

@@ -52,17 +52,18 @@ class ServerSettings(EnvSettings):
     model_id: str = setting(
         "", "MODEL_ID",
         "The model's id in the OpenAI-compatible API (/v1/models, the `model` of /v1/chat/completions). "
-        "Empty: the model folder's name.", flag="--model-id")
+        "Empty: the model folder's name.", flag="--model-id", shown="the model folder's name")
 
     api_key: str = setting(
         "", "API_KEY",
         "When set, /v1/*, /api/* and /metrics need the header `Authorization: Bearer API_KEY` (401 without it); "
         "the page and /healthz stay open (PAGE_AUTH guards the page). Empty: no key. Never printed.",
-        flag="--api-key")
+        flag="--api-key", shown="unset")
     page_auth: str = setting(
         "", "PAGE_AUTH",
         "`USER:PASSWORD`: Gradio's own login in front of the page and its Gradio API (with API_KEY, all of a "
-        "share link is guarded). Empty: the page is open. Never printed.", flag="--page-auth")
+        "share link is guarded). Empty: the page is open. Never printed.", flag="--page-auth",
+        shown="unset")
 
     def __repr__(self) -> str:
         # The key and the password never reach a log or a traceback through the settings' repr.

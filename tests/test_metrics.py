@@ -62,11 +62,11 @@ def test_an_openai_completion_counts_its_request_times_and_tokens(url, engine):
                        and s, what="the request to be counted")
     assert reply.usage.completion_tokens == 6
     assert moved(before, after, "qwen_requests_total", door="openai", outcome="ok") == 1
-    assert moved(before, after, "qwen_generated_tokens_total") == 6
+    assert moved(before, after, "qwen_generated_tokens_total", door="openai") == 6
     for histogram in ("qwen_time_to_first_token_seconds", "qwen_reply_seconds", "qwen_decode_tokens_per_second"):
-        assert moved(before, after, f"{histogram}_count") == 1, histogram
-        assert moved(before, after, f"{histogram}_sum") > 0, histogram
-    assert moved(before, after, "qwen_label_seconds_count") == 0  # a completion asks for no label
+        assert moved(before, after, f"{histogram}_count", door="openai") == 1, histogram
+        assert moved(before, after, f"{histogram}_sum", door="openai") > 0, histogram
+    assert moved(before, after, "qwen_label_seconds_count", door="openai") == 0  # a completion asks for no label
 
 
 def test_api_infer_counts_a_label_and_a_reply(url):
@@ -75,10 +75,10 @@ def test_api_infer_counts_a_label_and_a_reply(url):
     assert response.status_code == 200
     after = scrape(url)
     assert moved(before, after, "qwen_requests_total", door="api_infer", outcome="ok") == 1
-    assert moved(before, after, "qwen_label_seconds_count") == 1
-    assert moved(before, after, "qwen_label_seconds_sum") == pytest.approx(
+    assert moved(before, after, "qwen_label_seconds_count", door="api_infer") == 1
+    assert moved(before, after, "qwen_label_seconds_sum", door="api_infer") == pytest.approx(
         response.json()["inference_time_ms"]["emotion"] / 1000, abs=1e-3)
-    assert moved(before, after, "qwen_reply_seconds_count") == 1
+    assert moved(before, after, "qwen_reply_seconds_count", door="api_infer") == 1
 
 
 def test_a_batch_counts_its_rows(url):
@@ -133,7 +133,7 @@ def test_a_client_gone_is_counted_cancelled(url, engine):
         after = wait_until(lambda: (s := scrape(url)) and requests_of(s, "openai", "cancelled")
                            > requests_of(before, "openai", "cancelled") and s, what="the cancel to be counted")
     assert moved(before, after, "qwen_requests_total", door="openai", outcome="cancelled") == 1
-    assert moved(before, after, "qwen_reply_seconds_count") == 0  # a cut reply is not a reply's length
+    assert moved(before, after, "qwen_reply_seconds_count", door="openai") == 0  # a cut reply is not a whole reply
     wait_until(lambda: value(scrape(url), "qwen_active_generations") == 0, what="the generation to end")
 
 

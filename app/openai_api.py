@@ -100,7 +100,7 @@ class ChatCompletionBody(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(None, ge=-(2**63), le=2**63 - 1)  # what torch.manual_seed takes
     n: StrictInt | None = None
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
@@ -226,7 +226,7 @@ class Completion:
         """Token counts: the prompt read, and the reply generated (the reply sent when cut at a stop string)."""
         prompt = len(self.request.prompt_ids)
         stream = self.answer.stream if self.answer else None
-        if self.stop_reason is not None and self.finish_reason == "stop" or stream is None:
+        if stream is None or (self.finish_reason == "stop" and self.stop_reason is not None):
             completion = len(count_tokens(self.text)) if self.text else 0
         else:
             completion = stream.new_tokens

@@ -184,6 +184,7 @@ def test_sentiment_extension_labels_the_last_user_message(url, engine):
     (user("你好"), {"temperature": 3}, "temperature", "temperature"),
     (user("你好"), {"max_tokens": 0}, "max_tokens", "max_tokens"),
     (user("你好"), {"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
+    (user("你好"), {"seed": 2**64}, "seed", "seed"),
 ])
 def test_bad_requests_are_400_in_openai_shape(client, engine, messages, extra, param, words):
     with pytest.raises(openai.BadRequestError) as caught:

@@ -314,7 +314,8 @@ def openai_router(service: ModelService, model_id: str | None = None, max_body_b
                 raise refusal_error(exc) from None
             sampling = Sampling(max_new_tokens=body.max_completion_tokens or body.max_tokens,
                                 temperature=body.temperature, top_p=body.top_p, seed=body.seed)
-            prepared = dataclasses.replace(prepared, sampling=sampling)
+            if sampling != Sampling():  # nothing asked: the engine's own settings, the page's very path
+                prepared = dataclasses.replace(prepared, sampling=sampling)
             completion = Completion(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), name, prepared)
             stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
             job = Job()

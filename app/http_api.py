@@ -115,19 +115,20 @@ def error_response(exc: UserInputError) -> JSONResponse:
     return error(STATUS_BY_REFUSAL.get(exc.key, 400), str(exc), {"Retry-After": str(retry)} if retry else None)
 
 
-class _TooLarge(Exception):
-    pass
+class BodyTooLarge(Exception):
+    """A request body over its door's limit (answered 413)."""
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, or BodyTooLarge past limit bytes (declared or as it streams in)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
+        raise BodyTooLarge
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -137,10 +138,10 @@ async def _answer(request: Request, limit: int, model: type[BaseModel], what: st
                   trusted: TrustedProxies) -> Response:
     """Read, parse and run one JSON request (its client: the caller's address); every outcome in the API's shape."""
     try:
-        body = parse_body(await _read_body(request, limit), model)
+        body = parse_body(await read_body(request, limit), model)
         job = Job(client_key(request.client.host if request.client else None, request.headers, trusted))
         return JSONResponse(result(await result_of(lambda: work(body, job), job, client=request)))
-    except _TooLarge:
+    except BodyTooLarge:
         return error(413, f"the body is too large; the limit is {limit} bytes")
     except ClientDisconnect:
         return error(499, "the client went away while sending")

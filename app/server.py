@@ -6,6 +6,7 @@ demo.py builds the page and calls launch(); nothing here imports demo.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +18,13 @@ from starlette.middleware import Middleware
 from pipeline import Settings, UserInputError
 from pipeline.config import EnvSettings, setting
 
+from .auth import ApiKeyGuard
 from .client_key import TrustedProxies
 from .gate import MAX_LABEL_PASS_MS, MAX_LABEL_PASSES, MAX_PER_CLIENT
+from .metrics import DoorMiddleware, Metrics
 from .service import ModelService
 from .http_api import api_router, error
+from .openai_api import openai_router
 from .ui import assets
 
 
@@ -40,7 +44,8 @@ class ServerSettings(EnvSettings):
         "Most requests that may wait for the model, from the page and both APIs together; "
         "more are told \"busy, try again\".", flag="--queue-max-size")
     api_max_body_bytes: int = setting(
-        1 << 20, "API_MAX_BODY_BYTES", "Largest /api/infer body accepted, in bytes.", flag="--api-max-body-bytes")
+        1 << 20, "API_MAX_BODY_BYTES", "Largest /api/infer and /v1/chat/completions body accepted, in bytes.",
+        flag="--api-max-body-bytes")
     api_max_batch_body_bytes: int = setting(
         8 << 20, "API_MAX_BATCH_BODY_BYTES",
         "Largest /api/classify body accepted, in bytes (BATCH_MAX_TEXTS limits the number of texts).",
@@ -64,11 +69,45 @@ class ServerSettings(EnvSettings):
         "empty: none, each connection's own address is the client. Set it to the proxy's address behind one.",
         flag="--forwarded-allow-ips")
 
+    served_model_name: str = setting(
+        "", "SERVED_MODEL_NAME",
+        "The model's id in the OpenAI-compatible API (/v1/models, the `model` of /v1/chat/completions), as "
+        "vLLM's flag of that name. Empty: the model folder's name.", flag="--served-model-name",
+        shown="the model folder's name")
+
+    api_key: str = setting(
+        "", "API_KEY",
+        "When set, /v1/*, /api/* and /metrics need the header `Authorization: Bearer API_KEY` (401 without it); "
+        "the page and /healthz stay open (PAGE_AUTH guards the page). Empty: no key. Never printed.",
+        flag="--api-key", shown="unset")
+    page_auth: str = setting(
+        "", "PAGE_AUTH",
+        "`USER:PASSWORD`: Gradio's own login in front of the page and its Gradio API (with API_KEY, all of a "
+        "share link is guarded). Empty: the page is open. Never printed.", flag="--page-auth",
+        shown="unset")
+
+    def __repr__(self) -> str:
+        # The key and the password never reach a log or a traceback through the settings' repr.
+        secret = {"api_key", "page_auth"}
+        fields = (f"{f.name}={'***' if f.name in secret and getattr(self, f.name) else repr(getattr(self, f.name))}"
+                  for f in dataclasses.fields(self))
+        return f"{type(self).__name__}({', '.join(fields)})"
+
+    @property
+    def gradio_auth(self) -> tuple[str, str] | None:
+        """PAGE_AUTH as Gradio's launch(auth=...) takes it (None: no login)."""
+        if not self.page_auth:
+            return None
+        user, _, password = self.page_auth.partition(":")
+        return user, password
+
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be between 0 and 65535, got {self.port}")
         if self.max_label_passes < 0 or self.max_label_pass_ms <= 0:
             raise UserInputError("max_label_passes must be 0 or more and max_label_pass_ms more than 0")
+        if self.page_auth and (":" not in self.page_auth or not all(self.page_auth.partition(":")[::2])):
+            raise UserInputError("page_auth must be USER:PASSWORD, both non-empty")  # never quotes the value
         for name in ("queue_max_size", "api_max_body_bytes", "api_max_batch_body_bytes", "max_per_client"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -127,20 +166,28 @@ class App:
     settings: ServerSettings
     local_url: str | None = None
     share_url: str | None = None
+    metrics: Metrics | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = Metrics(self.service)
+            self.metrics.observe()
 
     def launch(self, prevent_thread_lock: bool = False, quiet: bool = False, **overrides: Any) -> "App":
         """Serve on settings.host:port (plus a share link if asked); overrides go to Blocks.launch()."""
         s = self.settings
         # The JSON routes are handed to the FastAPI app Gradio builds, so launch() (and with it
         # --share's tunnel) serves them on the same port, ahead of Gradio's own routes.
-        routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes,
-                                 TrustedProxies(s.forwarded_allow_ips)).routes)
+        trusted = TrustedProxies(s.forwarded_allow_ips)
+        routes = list(api_router(self.service, s.api_max_body_bytes, s.api_max_batch_body_bytes, trusted).routes)
+        routes += openai_router(self.service, s.served_model_name or None, s.api_max_body_bytes, trusted).routes
+        routes += self.metrics.router().routes
         # uvicorn (under Gradio) rewrites each request's client from X-Forwarded-For for the proxies it trusts,
         # read from this variable when launch() builds its config: the same list as our own client keys.
         os.environ["FORWARDED_ALLOW_IPS"] = s.forwarded_allow_ips
         kwargs = dict(
             server_name=s.host, server_port=s.port, share=s.share, prevent_thread_lock=True, quiet=quiet,
-            app_kwargs={"routes": routes, "middleware": [Middleware(FileRouteGuard)]},
+            app_kwargs={"routes": routes, "middleware": self.middleware()}, auth=s.gradio_auth,
             theme=assets.theme(), css=assets.CSS, js=assets.PAGE_JS, i18n=assets.gradio_words(), show_error=False, footer_links=["api", "settings"], run_history=False, enable_monitoring=False,
             ssr_mode=False, pwa=False, mcp_server=False, max_file_size=MAX_FILE_SIZE, strict_cors=True)
         kwargs.update(overrides)
@@ -151,6 +198,13 @@ class App:
         if not prevent_thread_lock:
             self.demo.block_thread()
         return self
+
+    def middleware(self) -> list[Middleware]:
+        """The ASGI middleware around every route: the API key (if set) first, then the file-route guard."""
+        guards = [Middleware(DoorMiddleware), Middleware(FileRouteGuard)]
+        if self.settings.api_key:
+            guards.insert(0, Middleware(ApiKeyGuard, api_key=self.settings.api_key))
+        return guards
 
     def close(self) -> None:
         """Stop the server."""

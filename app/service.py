@@ -43,9 +43,9 @@ class ModelService:
         self.gate = ModelGate(max_waiting, max_label_passes, max_label_pass_ms, max_per_client)
 
     def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text",
-                tags: bool = True) -> Request:
+                tags: bool = True, system: str | None = None) -> Request:
         """The request checked and tokenized (see pipeline.request.prepare), or UserInputError; before any waiting."""
-        return prepare(self._engine(), text, history, mode, what, tags)
+        return prepare(self._engine(), text, history, mode, what, tags, system)
 
     def with_history(self, request: Request, history: Any) -> Request:
         """The request after a newer history (its chat prompt rebuilt only if the history changed)."""

@@ -34,7 +34,7 @@ async def steps_of(steps: Iterator[T], job: Job) -> AsyncIterator[T]:
 
 async def result_of(work: Callable[[], T], job: Job, client: Request | None = None) -> T:
     """work() run in a worker thread; cancelled (and the job with it) if the task is cancelled or client hangs up."""
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(client, job)) if client is not None else None
+    watcher = asyncio.ensure_future(cancel_on_disconnect(client, job)) if client is not None else None
     try:
         return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
     finally:
@@ -45,8 +45,8 @@ async def result_of(work: Callable[[], T], job: Job, client: Request | None = No
                 await watcher
 
 
-async def _cancel_on_disconnect(client: Request, job: Job) -> None:
-    # A plain (non-streaming) response hears of a client gone only by reading the connection.
+async def cancel_on_disconnect(client: Request, job: Job) -> None:
+    """Cancel job when client hangs up; a plain (non-streaming) response hears of it only by reading."""
     while (await client.receive())["type"] != "http.disconnect":
         pass
     log.info("client of %s went away: cancelling its job", client.url.path)

@@ -151,9 +151,9 @@ class Engine(GenerationCounts):
         return chars_for_tokens(self.settings.max_input_tokens)
 
     def prepare(self, text: Any, history: Any = None, mode: Any = None, what: str = "text",
-                tags: bool = True) -> Request:
+                tags: bool = True, system: str | None = None) -> Request:
         """The request checked, routed and tokenized for its roles, or UserInputError (see request.prepare)."""
-        return prepare(self, text, history, mode, what, tags)
+        return prepare(self, text, history, mode, what, tags, system)
 
     def review_ids(self, text: str) -> list[int]:
         """Token ids of text as the sentiment role reads it: fenced, with what talks to the labeller dropped."""
@@ -164,10 +164,19 @@ class Engine(GenerationCounts):
         return chat_format.encode_text(self.tokenizer, text)
 
     def prompt_ids(self, history: list[dict[str, str]], message: str,
-                   message_ids: list[int]) -> tuple[list[int], int]:
-        """(prompt ids, number of history messages dropped) for history + message within the budget."""
+                   message_ids: list[int], system: str | None = None) -> tuple[list[int], int]:
+        """(prompt ids, number of history messages dropped) for history + message within the budget.
+
+        system replaces the chat system prompt (CHAT_SYSTEM_PROMPT) for this prompt.
+        """
+        system_ids = self._chat_system_ids
+        if system is None:
+            system = self.settings.chat_system_prompt
+        else:
+            system_ids = chat_format.encode_messages(
+                self.tokenizer, [{"role": "system", "content": system}], add_generation_prompt=False)
         budget = min(self.settings.history_token_budget,
-                     self.context_window - self.settings.chat_max_new_tokens - len(self._chat_system_ids) - 8)
+                     self.context_window - self.settings.chat_max_new_tokens - len(system_ids) - 8)
         if len(message_ids) + self._message_overhead > budget:
             limit = max(0, budget - self._message_overhead)
             raise refusal("too_long_for_context", tokens=len(message_ids), limit=limit, chars=len(message),
@@ -177,7 +186,7 @@ class Engine(GenerationCounts):
         keep_from = trim_history(lens, len(message_ids) + self._message_overhead, budget)
         while keep_from < len(history) and history[keep_from]["role"] != "user":
             keep_from += 1  # a conversation starts with the user
-        messages = [{"role": "system", "content": self.settings.chat_system_prompt},
+        messages = [{"role": "system", "content": system},
                     *history[keep_from:], {"role": "user", "content": message}]
         contents = [None, *encoded[keep_from:], message_ids]
         ids = chat_format.encode_messages(self.tokenizer, messages, add_generation_prompt=True, contents=contents)
@@ -233,9 +242,15 @@ class Engine(GenerationCounts):
         if request.history_dropped:
             log.info("chat: dropped %d oldest history messages to fit the budget", request.history_dropped)
         config = self.generation_config
-        if max_new_tokens is not None:
+        sampling = request.sampling
+        if max_new_tokens is None and sampling is not None:
+            max_new_tokens = sampling.max_new_tokens
+        if max_new_tokens is not None or sampling is not None:
             config = copy.deepcopy(config)
+        if max_new_tokens is not None:
             config.max_new_tokens = max(1, min(int(max_new_tokens), self.settings.chat_max_new_tokens))
+        if sampling is not None:
+            _apply_sampling(config, sampling)
         input_ids = torch.tensor([prompt_ids])
 
         def run(streamer, stops, cancelled):
@@ -243,6 +258,9 @@ class Engine(GenerationCounts):
                 if cancelled.is_set():  # cancelled while waiting for the model: skip the prefill too
                     streamer.end()
                     return input_ids
+                if sampling is not None and sampling.seed is not None:
+                    # Seeded under the model lock: no other generation draws from torch's RNG meanwhile.
+                    torch.manual_seed(sampling.seed)
                 # After each token, labels waiting for the model run before the next one (first, so a
                 # Stop that came meanwhile is seen at this token).
                 between = BetweenTokens(self._lock.let_short_calls_in)
@@ -272,6 +290,19 @@ class Engine(GenerationCounts):
         self._generation_started()
         return ChatStream(run, self.tokenizer, len(prompt_ids), self.eos_ids, self._generation_done,
                           loop_tokens=self.settings.chat_stop_loop_tokens)
+
+
+def _apply_sampling(config, sampling) -> None:
+    """A request's own temperature and top_p on its copy of the generation config (temperature 0: greedy)."""
+    if sampling.temperature is not None:
+        if sampling.temperature == 0:
+            config.do_sample = False
+            # Unused when greedy; cleared so transformers does not warn about sampling-only options.
+            config.temperature, config.top_p, config.top_k = None, None, None
+        else:
+            config.do_sample, config.temperature = True, sampling.temperature
+    if sampling.top_p is not None and config.do_sample:
+        config.top_p = sampling.top_p
 
 
 def load_engine(model_dir: str | Path | None = None, *, settings: Settings | None = None, **overrides: Any) -> Engine:

@@ -30,7 +30,20 @@ class Tokenizing(Protocol):
 
     def prompt_ids(self, history: list[dict[str, str]], message: str,
                    message_ids: list[int]) -> tuple[list[int], int]:
-        """(the chat prompt's ids, history messages dropped to fit), or UserInputError."""
+        """(the chat prompt's ids, history messages dropped to fit), or UserInputError.
+
+        A model that takes a per-request system prompt also accepts system=str (Request.system).
+        """
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """One request's own generation options (the OpenAI door's); None: the engine's settings."""
+
+    max_new_tokens: int | None = None  # at most the engine's CHAT_MAX_NEW_TOKENS
+    temperature: float | None = None  # 0: greedy
+    top_p: float | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,8 @@ class Request:
     message_ids: tuple[int, ...] | None = None  # set when the chat role runs: the text as a chat message
     prompt_ids: tuple[int, ...] | None = None  # set when the chat role runs: the whole prompt
     history_dropped: int = 0
+    system: str | None = None  # the chat role's system prompt for this request (None: the engine's)
+    sampling: Sampling | None = None  # this request's generation options (None: the engine's)
 
     @property
     def wants_label(self) -> bool:
@@ -57,11 +72,12 @@ class Request:
 
 
 def prepare(model: Tokenizing, text: Any, history: Any = None, mode: Any = None, what: str = "text",
-            tags: bool = True) -> Request:
+            tags: bool = True, system: str | None = None) -> Request:
     """The request, checked and tokenized for the roles it asks for, or UserInputError saying what is wrong.
 
     With tags, a leading #EMOTION# / #CHAT# in the text wins over mode (unset: both roles). `what`
     names the text in messages ("text" for the JSON API, "message" for the page and the chat API).
+    system replaces the chat role's system prompt for this request.
     """
     text, mode = _clean(_string(text, what)), check_mode(mode)
     if tags:
@@ -73,7 +89,8 @@ def prepare(model: Tokenizing, text: Any, history: Any = None, mode: Any = None,
         review_ids = tuple(_within_limit(model, message, model.review_ids))
     if mode is not Mode.EMOTION:
         message_ids = tuple(_within_limit(model, message, model.message_ids))
-    return with_history(model, Request(mode, message, review_ids=review_ids, message_ids=message_ids), history)
+    request = Request(mode, message, review_ids=review_ids, message_ids=message_ids, system=system)
+    return with_history(model, request, history)
 
 
 def with_history(model: Tokenizing, request: Request, history: Any) -> Request:
@@ -81,7 +98,9 @@ def with_history(model: Tokenizing, request: Request, history: Any) -> Request:
     history = tuple(check_history(history))
     if request.message_ids is None or (history == request.history and request.prompt_ids is not None):
         return replace(request, history=history)
-    ids, dropped = model.prompt_ids(list(history), request.text, list(request.message_ids))
+    # Only a request with its own system prompt passes one: models without that option still work.
+    own = {} if request.system is None else {"system": request.system}
+    ids, dropped = model.prompt_ids(list(history), request.text, list(request.message_ids), **own)
     return replace(request, history=history, prompt_ids=tuple(ids), history_dropped=dropped)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -34,15 +35,23 @@ def browser():
         browser.close()
 
 
+@contextlib.contextmanager
+def tab(browser, **options):
+    """A page in a browser context of its own (desktop size, zh-CN, unless options say otherwise), closed after."""
+    context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "locale": "zh-CN", **options})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    page.requested = []
-    page.on("request", lambda request: page.requested.append(request.url))
-    yield page
-    context.close()
+    with tab(browser) as page:
+        page.set_default_timeout(30_000)
+        page.requested = []
+        page.on("request", lambda request: page.requested.append(request.url))
+        yield page
 
 
 def open_app(page, app) -> None:
@@ -59,12 +68,35 @@ def chat_text(page) -> str:
     return page.inner_text("#chatbot")
 
 
+def send(page, text: str) -> None:
+    """Type a message into the input and send it with Enter."""
+    page.fill("#msg textarea", text)
+    page.press("#msg textarea", "Enter")
+
+
+def wait_for_chat(page, text: str) -> None:
+    """Until the chat shows text."""
+    page.wait_for_function("text => document.querySelector('#chatbot').innerText.includes(text)", arg=text)
+
+
+def wait_for_notice(page, text: str) -> None:
+    """Until the notice under the input says text."""
+    page.wait_for_function("text => document.querySelector('#notice').innerText.includes(text)", arg=text)
+
+
+def hold_a_long_reply(page, app) -> None:
+    """Open the page in chat-only mode and send a message whose reply streams until the engine's gate opens."""
+    open_app(page, app)
+    page.get_by_label("仅对话").check()
+    send(page, "讲个长故事")
+    wait_for_chat(page, "很长 ▌")
+
+
 def test_a_message_gets_its_label_then_a_streamed_reply(page, tiny_engine):
     """The real engine (tiny model) end to end; the screenshot goes to test-artifacts/."""
     with serve(tiny_engine) as app:
         open_app(page, app)
-        page.fill("#msg textarea", "今天的实验终于成功了，太开心了！")
-        page.press("#msg textarea", "Enter")
+        send(page, "今天的实验终于成功了，太开心了！")
         wait_until(lambda: LABEL.match(label(page)), what="the sentiment label")
         page.wait_for_function("document.querySelector('#timing').innerText.includes('回复')")
         assert page.input_value("#msg textarea") == ""
@@ -94,12 +126,10 @@ def test_sentiment_only_messages_stay_in_the_chat(page, tiny_engine):
         open_app(page, app)
         page.get_by_label("仅情感分析").check()
         for text in ("第一条：物流很快。", "第二条：包装破了。"):
-            page.fill("#msg textarea", text)
-            page.press("#msg textarea", "Enter")
+            send(page, text)
             wait_until(lambda: text in chat_text(page) and LABEL.match(label(page)), what=f"{text} and its label")  # noqa: B023 - waited on in this iteration
         page.get_by_label("情感 + 对话").check()
-        page.fill("#msg textarea", "第三条：你好")
-        page.press("#msg textarea", "Enter")
+        send(page, "第三条：你好")
         page.wait_for_function("document.querySelector('#timing').innerText.includes('回复')")
         shown = chat_text(page)
         assert all(t in shown for t in ("第一条：物流很快。", "第二条：包装破了。", "第三条：你好")), shown
@@ -113,16 +143,14 @@ def test_a_message_sent_while_a_reply_streams_is_answered_and_nothing_is_lost(pa
     engine = FakeEngine(gate=gate, reply_pieces=["天气", "好", "就出去走走吧。"])
     with serve(engine) as app:
         open_app(page, app)
-        page.fill("#msg textarea", "今天天气真好，心情也不错。")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('天气 ▌')")
+        send(page, "今天天气真好，心情也不错。")
+        wait_for_chat(page, "天气 ▌")
         page.get_by_label("仅情感分析").check()
-        page.fill("#msg textarea", "物流很快，五星好评！")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('物流很快，五星好评！')")
+        send(page, "物流很快，五星好评！")
+        wait_for_chat(page, "物流很快，五星好评！")
         assert page.input_value("#msg textarea") == ""
         gate.set()
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('天气好就出去走走吧。')")
+        wait_for_chat(page, "天气好就出去走走吧。")
         wait_until(lambda: chat_text(page).count("正面 90%") == 2, what="both labels in the chat")
         shown = chat_text(page)
         assert all(t in shown for t in ("今天天气真好，心情也不错。", "物流很快，五星好评！", "天气好就出去走走吧。")), shown
@@ -134,8 +162,7 @@ def test_a_mixed_review_is_shown_as_leaning_not_as_a_verdict(page):
     with serve(FakeEngine()) as app:
         open_app(page, app)
         page.get_by_label("仅情感分析").check()
-        page.fill("#msg textarea", "还行吧，就是物流有点差")
-        page.press("#msg textarea", "Enter")
+        send(page, "还行吧，就是物流有点差")
         wait_until(lambda: label(page) == "😐 偏负面 58%", what="the uncertain label")
         wait_until(lambda: "😐 偏负面 58%" in chat_text(page), what="the label in the chat")
 
@@ -149,7 +176,7 @@ def test_the_reply_streams_and_stop_frees_the_engine(page):
         page.fill("#msg textarea", "<b>不是粗体</b> 今天很开心")
         page.click("#send")
         wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('第一段，')")
+        wait_for_chat(page, "第一段，")
         assert "▌" in chat_text(page) and "第二段" not in chat_text(page)  # mid-stream
         assert "<b>不是粗体</b>" in chat_text(page)  # the user's HTML is shown as text
         assert page.locator("#chatbot b", has_text="不是粗体").count() == 0
@@ -159,13 +186,12 @@ def test_the_reply_streams_and_stop_frees_the_engine(page):
         wait_until(lambda: engine.generations_cancelled == 1, what="the engine to cancel")
         page.wait_for_function("document.querySelector('#stop').disabled")  # nothing runs: Stop is off
         assert engine.active_generations == 0
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('（已停止）')")
+        wait_for_chat(page, "（已停止）")
         assert "第二段" not in chat_text(page)
 
         gate.set()  # the model is free again: the next message is answered in full
-        page.fill("#msg textarea", "再来一次")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('第二段。')")
+        send(page, "再来一次")
+        wait_for_chat(page, "第二段。")
         page.click("#clear")
         page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('再来一次')")
         assert label(page) == "发送消息后，这里显示它的情感"
@@ -177,7 +203,7 @@ def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
     with serve(engine) as app:
         open_app(page, app)
         page.press("#msg textarea", "Enter")  # nothing typed: the reason shows under the input
-        page.wait_for_function("document.querySelector('#notice').innerText.includes('请先输入内容再发送')")
+        wait_for_notice(page, "请先输入内容再发送")
         page.click("#msg textarea")
         page.keyboard.type("今天")
         cdp = page.context.new_cdp_session(page)
@@ -206,9 +232,8 @@ def test_a_full_queue_tells_the_user_to_try_again(page):
         waiting = client.submit("二", api_name="/sentiment")  # fills the line
         wait_until(lambda: app.service.gate.waiting == 1, what="the line to fill")
 
-        page.fill("#msg textarea", "在吗？")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#notice').innerText.includes('模型正忙，请稍后再试')")
+        send(page, "在吗？")
+        wait_for_notice(page, "模型正忙，请稍后再试")
         assert page.input_value("#msg textarea") == "在吗？"  # nothing lost: Enter again later
 
         hold.set()
@@ -222,14 +247,13 @@ def test_a_refused_message_leaves_the_chat_and_the_text_and_says_why_in_chinese(
     """Issue 13: an over-long or empty message turned the chat white under a red badge, in English and tokens."""
     with serve(FakeEngine(max_input_chars=1000)) as app:
         open_app(page, app)
-        page.fill("#msg textarea", "第一句：你好")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：第一句：你好')")
+        send(page, "第一句：你好")
+        wait_for_chat(page, "回复：第一句：你好")
         too_long = "长" * 3000
         page.fill("#msg textarea", too_long)
         page.wait_for_function("document.querySelector('#char-count').innerText === '3000 / 约 1000 字'")
         page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#notice').innerText.includes('内容过长：约 3000 字，上限约 1000 字')")
+        wait_for_notice(page, "内容过长：约 3000 字，上限约 1000 字")
         assert page.input_value("#msg textarea") == too_long  # the text stays, to be shortened
         for refused in (too_long, ""):
             page.fill("#msg textarea", refused)
@@ -237,10 +261,9 @@ def test_a_refused_message_leaves_the_chat_and_the_text_and_says_why_in_chinese(
             page.wait_for_timeout(300)  # what the page would do next, if it did anything
             assert "第一句：你好" in chat_text(page) and "回复：第一句：你好" in chat_text(page)
             assert page.locator("#chatbot").is_visible() and "错误" not in page.inner_text("body")
-        page.wait_for_function("document.querySelector('#notice').innerText.includes('请先输入内容再发送')")
-        page.fill("#msg textarea", "第二句")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：第二句')")
+        wait_for_notice(page, "请先输入内容再发送")
+        send(page, "第二句")
+        wait_for_chat(page, "回复：第二句")
         assert page.inner_text("#notice").strip() == ""  # a good message clears the notice
 
 
@@ -249,59 +272,43 @@ def test_a_second_tab_sees_the_chinese_waiting_notice_then_its_reply(page, brows
     gate = threading.Event()
     engine = FakeEngine(gate=gate, reply_pieces=["很长", "的回复", "。"])
     with serve(engine) as app:
-        open_app(page, app)
-        page.get_by_label("仅对话").check()
-        page.fill("#msg textarea", "讲个长故事")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长 ▌')")
-        other = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN").new_page()
-        try:
+        hold_a_long_reply(page, app)
+        with tab(browser) as other:
             open_app(other, app)
-            other.fill("#msg textarea", "在吗？")
-            other.press("#msg textarea", "Enter")
-            other.wait_for_function(
-                "document.querySelector('#chatbot').innerText.includes('模型正在回复其他消息')")
+            send(other, "在吗？")
+            wait_for_chat(other, "模型正在回复其他消息")
             assert label(other) == "😄 正面 90%"  # its label did not wait for the other tab's reply
             gate.set()
-            other.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长的回复。')")
+            wait_for_chat(other, "很长的回复。")
             assert "模型正在回复其他消息" not in chat_text(other)
-        finally:
-            other.context.close()
 
 
 def test_full_width_tags_typed_with_a_chinese_ime_route(page):
     engine = FakeEngine()
     with serve(engine) as app:
         open_app(page, app)
-        page.fill("#msg textarea", " ＃ＥＭＯＴＩＯＮ＃ 质量很差，用了两天就坏了")
-        page.press("#msg textarea", "Enter")
+        send(page, " ＃ＥＭＯＴＩＯＮ＃ 质量很差，用了两天就坏了")
         wait_until(lambda: label(page) == "😞 负面 90%", what="the label")
-        page.fill("#msg textarea", "＃CHAT＃你好")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：你好')")
+        send(page, "＃CHAT＃你好")
+        wait_for_chat(page, "回复：你好")
         assert [name for name, _ in engine.calls] == ["classify", "chat"]
         assert "ＥＭＯＴＩＯＮ" not in chat_text(page) and "＃CHAT＃" not in chat_text(page)
 
 
 def test_on_a_phone_the_mode_and_the_label_show_without_scrolling(browser):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", is_mobile=True,
-                                  has_touch=True, device_scale_factor=2)
-    page = context.new_page()
-    try:
-        with serve(FakeEngine()) as app:
-            open_app(page, app)
-            page.fill("#msg textarea", "物流很快，五星好评！")
-            page.click("#send")
-            wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
-            page.evaluate("window.scrollTo(0, 0)")
-            for element in ("#mode", "#sentiment", "#msg textarea", "#send"):
-                box = page.locator(element).bounding_box()
-                assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, (element, box)
-            assert page.locator("#api-docs").is_visible()  # the page's own API page, on phones too
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
-    finally:
-        context.close()
+    with tab(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+             device_scale_factor=2) as page, serve(FakeEngine()) as app:
+        open_app(page, app)
+        page.fill("#msg textarea", "物流很快，五星好评！")
+        page.click("#send")
+        wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
+        page.evaluate("window.scrollTo(0, 0)")
+        for element in ("#mode", "#sentiment", "#msg textarea", "#send"):
+            box = page.locator(element).bounding_box()
+            assert box and box["y"] >= 0 and box["y"] + box["height"] <= 844, (element, box)
+        assert page.locator("#api-docs").is_visible()  # the page's own API page, on phones too
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))
 
 
 def test_the_label_names_its_message_and_is_announced(page):
@@ -310,28 +317,21 @@ def test_the_label_names_its_message_and_is_announced(page):
         page.wait_for_function("document.querySelector('#sentiment').getAttribute('aria-live') === 'polite'")
         assert page.get_attribute("#sentiment", "tabindex") == "0"  # the keyboard reaches it
         assert page.get_attribute("#notice", "role") == "alert"
-        page.fill("#msg textarea", "还行吧，就是物流有点差")
-        page.press("#msg textarea", "Enter")
+        send(page, "还行吧，就是物流有点差")
         wait_until(lambda: label(page) == "😐 偏负面 58%", what="the uncertain label")
         assert "「还行吧，就是物流有点差」" in page.inner_text("#sentiment")
         assert "褒贬参半" in page.inner_text("#sentiment")
 
 
 def test_gradio_s_own_words_are_chinese_whatever_the_browser_language(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    page = context.new_page()
-    try:
-        with serve(FakeEngine()) as app:
-            open_app(page, app)
-            page.fill("#msg textarea", "你好")
-            page.press("#msg textarea", "Enter")
-            page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：你好')")
-            labels = page.eval_on_selector_all(
-                "#chatbot button", "els => els.map(e => e.getAttribute('aria-label') || e.title || '')")
-            assert "复制消息" in labels and not [text for text in labels if "Copy" in text], labels
-            assert "API" not in page.inner_text("footer")  # Gradio's English API page is not linked (issue 28)
-    finally:
-        context.close()
+    with tab(browser, locale="en-US") as page, serve(FakeEngine()) as app:
+        open_app(page, app)
+        send(page, "你好")
+        wait_for_chat(page, "回复：你好")
+        labels = page.eval_on_selector_all(
+            "#chatbot button", "els => els.map(e => e.getAttribute('aria-label') || e.title || '')")
+        assert "复制消息" in labels and not [text for text in labels if "Copy" in text], labels
+        assert "API" not in page.inner_text("footer")  # Gradio's English API page is not linked (issue 28)
 
 
 class PacedSlices(RecordingEngine):

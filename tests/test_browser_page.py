@@ -14,7 +14,8 @@ from gradio_client import Client
 
 from tests.fakes import FakeEngine
 from tests.served import serve, wait_until
-from tests.test_browser import browser, chat_text, label, open_app, page  # noqa: F401 - fixtures and helpers
+from tests.test_browser import (  # noqa: F401 - fixtures and helpers
+    browser, chat_text, hold_a_long_reply, label, open_app, page, send, tab, wait_for_chat, wait_for_notice)
 
 pytestmark = pytest.mark.browser
 
@@ -50,15 +51,13 @@ def test_the_side_box_shows_one_message_label_and_timing(page):  # noqa: F811
     gate = threading.Event()
     with serve(FakeEngine(gate=gate, reply_pieces=["很长", "的回答。"])) as app:
         open_app(page, app)
-        page.fill("#msg textarea", "给我讲讲北京的历史")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长 ▌')")
+        send(page, "给我讲讲北京的历史")
+        wait_for_chat(page, "很长 ▌")
         page.get_by_label("仅情感分析").check()
-        page.fill("#msg textarea", "那成都呢？")
-        page.press("#msg textarea", "Enter")
+        send(page, "那成都呢？")
         wait_until(lambda: "那成都呢" in page.inner_text("#sentiment"), what="the second message's label")
         gate.set()
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长的回答。')")
+        wait_for_chat(page, "很长的回答。")
         # The first reply's last update (the one that carried its timing) also turns Stop off.
         page.wait_for_function("document.querySelector('#stop').disabled")
         assert "那成都呢" in page.inner_text("#sentiment")
@@ -79,13 +78,12 @@ def test_a_red_counter_means_refused_and_both_state_one_limit(page):  # noqa: F8
                 f"document.querySelector('#char-count').innerText === '{chars} / 约 1000 字'")
             assert "over" in page.get_attribute("#char-count", "class")  # red
             page.press("#msg textarea", "Enter")
-            page.wait_for_function(
-                f"document.querySelector('#notice').innerText.includes('内容过长：约 {chars} 字，上限约 1000 字')")
+            wait_for_notice(page, f"内容过长：约 {chars} 字，上限约 1000 字")
         assert not engine.calls and "长长长" not in chat_text(page)
         page.fill("#msg textarea", "长" * 1000)  # at the limit: not red, and sent
         assert "over" not in page.get_attribute("#char-count", "class")
         page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：长长长')")
+        wait_for_chat(page, "回复：长长长")
 
 
 NOTICE_GONE = ("(() => { const n = document.querySelector('#notice');"
@@ -97,12 +95,11 @@ def test_a_refusal_notice_goes_once_the_text_is_no_longer_refused(page):  # noqa
     with serve(FakeEngine(max_input_chars=100)) as app:
         open_app(page, app)
         page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#notice').innerText.includes('请先输入内容再发送')")
+        wait_for_notice(page, "请先输入内容再发送")
         page.keyboard.type("你好")
         page.wait_for_function(NOTICE_GONE)
-        page.fill("#msg textarea", "长" * 150)
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#notice').innerText.includes('内容过长')")
+        send(page, "长" * 150)
+        wait_for_notice(page, "内容过长")
         page.fill("#msg textarea", "长" * 120)  # shorter, still too long: the notice stays
         page.wait_for_function("document.querySelector('#char-count').innerText.startsWith('120 ')")
         assert "内容过长" in page.inner_text("#notice") and page.locator("#notice").is_visible()
@@ -116,18 +113,12 @@ def test_the_place_in_line_never_counts_backwards(page, browser):  # noqa: F811
     gate, hold = threading.Event(), threading.Event()
     engine = FakeEngine(gate=gate, classify_gate=hold, reply_pieces=["很长", "的回复", "。"])
     with serve(engine) as app:
-        open_app(page, app)
-        page.get_by_label("仅对话").check()
-        page.fill("#msg textarea", "讲个长故事")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长 ▌')")
-        other = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN").new_page()
-        try:
+        hold_a_long_reply(page, app)
+        with tab(browser) as other:
             open_app(other, app)
             other.get_by_label("仅对话").check()
-            other.fill("#msg textarea", "在吗？")
-            other.press("#msg textarea", "Enter")
-            other.wait_for_function("document.querySelector('#chatbot').innerText.includes('模型正在回复其他消息')")
+            send(other, "在吗？")
+            wait_for_chat(other, "模型正在回复其他消息")
             labelling = Client(app.local_url, verbose=False).submit("一", api_name="/sentiment")
             wait_until(engine.classifying.is_set, what="someone else's label on the model")
             # Now two turns are ahead of it (the reply and the label): the page must not say 2 after 1.
@@ -138,9 +129,7 @@ def test_the_place_in_line_never_counts_backwards(page, browser):  # noqa: F811
             hold.set()
             labelling.result(timeout=30)
             gate.set()
-            other.wait_for_function("document.querySelector('#chatbot').innerText.includes('很长的回复。')")
-        finally:
-            other.context.close()
+            wait_for_chat(other, "很长的回复。")
 
 
 def test_the_keyboard_reaches_the_mode_first_and_moves_it_with_arrows(page):  # noqa: F811
@@ -168,10 +157,9 @@ def test_the_keyboard_reaches_the_mode_first_and_moves_it_with_arrows(page):  # 
         page.keyboard.press("ArrowDown")
         assert page.evaluate("document.querySelector('#mode input:checked').value") == "emotion"
         assert outline != "none"  # the focused radio's label is outlined
-        page.fill("#msg textarea", "质量太差了")
-        page.press("#msg textarea", "Enter")
+        send(page, "质量太差了")
         wait_until(lambda: label(page) == "😞 负面 90%", what="the label")  # the arrow's mode took effect
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('质量太差了')")
+        wait_for_chat(page, "质量太差了")
         assert "回复：" not in chat_text(page)
         assert page.get_by_role("textbox", name="输入消息").count() == 1
 
@@ -184,28 +172,22 @@ GRADIO_ENGLISH = re.compile(
 def test_no_english_from_gradio_is_shown_or_named_in_an_english_browser(browser):  # noqa: F811
     """Item 7: "chatbot conversation", "More tabs", "Gradio footer navigation" were accessible names,
     and the input's was "Textbox"."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
-    en_page = context.new_page()
-    try:
-        with serve(FakeEngine()) as app:
-            open_app(en_page, app)
-            en_page.fill("#msg textarea", "你好")
-            en_page.press("#msg textarea", "Enter")
-            en_page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：你好')")
-            en_page.wait_for_function("!document.querySelector('[aria-label=\"chatbot conversation\"]')")
-            for tab in ("对话与情感", "批量分析"):
-                en_page.get_by_role("tab", name=tab).click()
-                visible = en_page.inner_text("body")
-                named = en_page.eval_on_selector_all(
-                    "[aria-label], [title], [placeholder]",
-                    "els => els.filter(e => e.offsetParent !== null || e.tagName === 'FOOTER')"
-                    ".map(e => [e.getAttribute('aria-label'), e.title, e.getAttribute('placeholder')].join(' '))")
-                # The page's own English is allowed: the model, the tags, the API paths.
-                text = re.sub(r"Qwen All-in-One|#EMOTION#|#CHAT#|Gradio|API|JSON|POST|CSV|/\w+|\.\w+", "",
-                              visible + " " + " ".join(named))
-                assert not GRADIO_ENGLISH.findall(text), (tab, GRADIO_ENGLISH.findall(text))
-    finally:
-        context.close()
+    with tab(browser, locale="en-US") as en_page, serve(FakeEngine()) as app:
+        open_app(en_page, app)
+        send(en_page, "你好")
+        wait_for_chat(en_page, "回复：你好")
+        en_page.wait_for_function("!document.querySelector('[aria-label=\"chatbot conversation\"]')")
+        for tab_name in ("对话与情感", "批量分析"):
+            en_page.get_by_role("tab", name=tab_name).click()
+            visible = en_page.inner_text("body")
+            named = en_page.eval_on_selector_all(
+                "[aria-label], [title], [placeholder]",
+                "els => els.filter(e => e.offsetParent !== null || e.tagName === 'FOOTER')"
+                ".map(e => [e.getAttribute('aria-label'), e.title, e.getAttribute('placeholder')].join(' '))")
+            # The page's own English is allowed: the model, the tags, the API paths.
+            text = re.sub(r"Qwen All-in-One|#EMOTION#|#CHAT#|Gradio|API|JSON|POST|CSV|/\w+|\.\w+", "",
+                          visible + " " + " ".join(named))
+            assert not GRADIO_ENGLISH.findall(text), (tab_name, GRADIO_ENGLISH.findall(text))
 
 
 LEAVING = "!window.dispatchEvent(new Event('beforeunload', {cancelable: true}))"  # true: the browser asks
@@ -220,9 +202,8 @@ def test_leaving_a_conversation_asks_first(page):  # noqa: F811
     with serve(FakeEngine()) as app:
         open_app(page, app)
         assert page.evaluate(LEAVING) is False  # nothing said yet: leave freely
-        page.fill("#msg textarea", "你好")
-        page.press("#msg textarea", "Enter")
-        page.wait_for_function("document.querySelector('#chatbot').innerText.includes('回复：你好')")
+        send(page, "你好")
+        wait_for_chat(page, "回复：你好")
         assert page.evaluate(LEAVING) is True
         page.click("#clear")
         page.wait_for_function("!document.querySelector('#chatbot').innerText.includes('回复：你好')")

@@ -53,6 +53,26 @@ def tiny_engine(tiny_engine_with) -> pipeline.Engine:
     return tiny_engine_with()
 
 
+@pytest.fixture(scope="module")
+def served_settings() -> dict[str, Any]:
+    """ServerSettings overrides for `app`; a module overrides this fixture to set its own."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def app(engine, served_settings):
+    """The module's `engine` fixture served in-process (tests/served.py serve) for all its tests."""
+    from tests.served import serve
+
+    with serve(engine, **served_settings) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def url(app) -> str:
+    return app.local_url.rstrip("/")
+
+
 @pytest.fixture(scope="session")
 def real_model_dir() -> Path:
     """REAL_MODEL_DIR (e.g. from ../shared/tools/get-real-model); tests using it skip without it."""

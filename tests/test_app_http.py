@@ -23,15 +23,14 @@ from tests.served import hold_model, serve, wait_until
 
 
 @pytest.fixture(scope="module")
-def tiny_app(tiny_engine):
-    """The app on the tiny real model, with a small body limit to test it."""
-    with serve(tiny_engine, queue_max_size=4, api_max_body_bytes=64 * 1024) as app:
-        yield app
+def engine(tiny_engine):
+    """`app` (conftest.py) serves the tiny real model, with a small body limit to test it."""
+    return tiny_engine
 
 
 @pytest.fixture(scope="module")
-def url(tiny_app) -> str:
-    return tiny_app.local_url.rstrip("/")
+def served_settings() -> dict:
+    return {"queue_max_size": 4, "api_max_body_bytes": 64 * 1024}
 
 
 @pytest.fixture(scope="module")

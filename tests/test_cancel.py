@@ -21,7 +21,7 @@ from gradio_client import Client
 from app.ui.chat_tab import respond, stop_turns
 from app.ui.session import Session
 from pipeline import LABELS
-from tests.served import Consumer, PacedModel, event_id, serve, wait_until
+from tests.served import Consumer, PacedModel, event_id, wait_until
 
 MAX_NEW_TOKENS = 400
 
@@ -29,12 +29,6 @@ MAX_NEW_TOKENS = 400
 @pytest.fixture(scope="module")
 def engine(tiny_engine_with):
     return tiny_engine_with(chat_max_new_tokens=MAX_NEW_TOKENS)
-
-
-@pytest.fixture(scope="module")
-def app(engine):
-    with serve(engine) as app:
-        yield app
 
 
 def generating(engine, paced) -> bool:

@@ -22,14 +22,8 @@ def engine(tiny_engine_with):
 
 
 @pytest.fixture(scope="module")
-def app(engine):
-    with serve(engine, queue_max_size=1) as app:
-        yield app
-
-
-@pytest.fixture(scope="module")
-def url(app) -> str:
-    return app.local_url.rstrip("/")
+def served_settings() -> dict:
+    return {"queue_max_size": 1}
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:

@@ -214,15 +214,21 @@ def line_up(gate: ModelGate, order: list, labels: int, reply_after: int = 0) -> 
     return threads
 
 
+def turns_after_a_held_label(gate: ModelGate, labels: int) -> list[str]:
+    """line_up's labels and reply behind a label holding the model, then released: who got the model, in order."""
+    holder, order = hold_model(gate, quick=True), []
+    threads = line_up(gate, order, labels=labels)
+    holder.cancel()
+    for thread in threads:
+        thread.join(10)
+    return order
+
+
 @pytest.mark.parametrize("passes, labels_first", [(3, 3), (0, 0), (None, 6)])
 def test_a_waiting_reply_is_passed_by_at_most_max_label_passes_labels(passes, labels_first):
     """None is the unbounded fast lane: every label that asks goes first."""
     gate = ModelGate(max_waiting=10, max_label_passes=passes, max_label_pass_ms=None)
-    holder, order = hold_model(gate, quick=True), []
-    threads = line_up(gate, order, labels=6)
-    holder.cancel()
-    for thread in threads:
-        thread.join(10)
+    order = turns_after_a_held_label(gate, labels=6)
     assert order.index("reply") == labels_first
     assert order == [f"label {n}" for n in range(labels_first)] + ["reply"] + [
         f"label {n}" for n in range(labels_first, 6)]
@@ -232,12 +238,7 @@ def test_a_reply_is_due_after_max_label_pass_ms_of_label_work():
     """Each label holds the model for 30 ms of the gate's clock, so the fourth brings 100 ms to 120."""
     ticks = iter(range(0, 10_000, 30))  # each reading advances 30 ms: the gate reads it as a label starts and ends
     gate = ModelGate(max_waiting=10, max_label_passes=None, max_label_pass_ms=100, clock=lambda: next(ticks) / 1000)
-    holder, order = hold_model(gate, quick=True), []
-    threads = line_up(gate, order, labels=6)
-    holder.cancel()
-    for thread in threads:
-        thread.join(10)
-    assert order.index("reply") == 4
+    assert turns_after_a_held_label(gate, labels=6).index("reply") == 4
 
 
 def test_under_a_steady_flood_of_labels_a_reply_starts_after_at_most_k_labels():

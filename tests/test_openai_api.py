@@ -79,14 +79,17 @@ def test_max_completion_tokens_is_the_same_limit(client, engine):
     assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 3
 
 
+def greedy(client: openai.OpenAI, engine, messages: list, **options):
+    """A chat completion at temperature 0 on the engine's model: the same messages give the same reply."""
+    return client.chat.completions.create(model=engine.model_name, messages=messages, temperature=0, **options)
+
+
 def test_streaming_gives_the_same_reply_in_chunks_then_usage(client, engine):
     messages = user("今天天气怎么样")
     with PacedModel(engine._engine, per_token_s=0):
-        whole = client.chat.completions.create(model=engine.model_name, messages=messages, max_tokens=8,
-                                               temperature=0)
-        chunks = list(client.chat.completions.create(model=engine.model_name, messages=messages, max_tokens=8,
-                                                     temperature=0, stream=True,
-                                                     stream_options={"include_usage": True}))
+        whole = greedy(client, engine, messages, max_tokens=8)
+        chunks = list(greedy(client, engine, messages, max_tokens=8, stream=True,
+                             stream_options={"include_usage": True}))
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -121,11 +124,9 @@ def test_history_and_system_message_make_the_prompt(client, engine):
 def test_stop_cuts_the_reply_before_the_stop_string(client, engine):
     messages = user("写一段话")
     with PacedModel(engine._engine, per_token_s=0):
-        full = client.chat.completions.create(model=engine.model_name, messages=messages, max_tokens=16,
-                                              temperature=0).choices[0].message.content
+        full = greedy(client, engine, messages, max_tokens=16).choices[0].message.content
         stop = full[len(full) // 2:len(full) // 2 + 2]
-        cut = client.chat.completions.create(model=engine.model_name, messages=messages, max_tokens=16,
-                                             temperature=0, stop=[stop, "never-said"])
+        cut = greedy(client, engine, messages, max_tokens=16, stop=[stop, "never-said"])
     assert cut.choices[0].message.content == full[:full.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 

@@ -9,6 +9,7 @@ wraps the service's prepare, run and classify_many, and the door is the route th
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from typing import Any, Callable, Iterator
 
@@ -97,26 +98,35 @@ class Metrics:
         try:
             return method(*args, **kwargs)
         except UserInputError as exc:
-            self.requests.labels(DOOR.get(), OUTCOME_BY_REFUSAL.get(exc.key, "invalid")).inc()
+            self.requests.labels(DOOR.get(), _refusal_outcome(exc)).inc()
             raise
 
-    def _watch_run(self, steps: Iterator, door: str) -> Iterator:
-        answer, outcome = None, "cancelled"  # closed early: the caller went away or stopped it
+    @contextlib.contextmanager
+    def _counted(self, steps: Iterator, door: str,
+                 outcome_of: Callable[[Exception], str] = lambda exc: "error") -> Iterator[None]:
+        """Around the iteration of steps: at its end, close steps and count the request by its outcome.
+
+        ok when the block ends; cancelled when it is closed early (the caller went away or stopped it);
+        outcome_of(the exception) when one ends it.
+        """
+        outcome = "cancelled"
         try:
-            for answer in steps:
-                yield answer
+            yield
             outcome = "ok"
-        except Cancelled:
-            raise
-        except UserInputError as exc:
-            outcome = OUTCOME_BY_REFUSAL.get(exc.key, "invalid")
-            raise
-        except Exception:
-            outcome = "error"
+        except Exception as exc:
+            outcome = outcome_of(exc)
             raise
         finally:
             _close(steps)  # ends the generation now, not when the garbage collector gets to it
             self.requests.labels(door, outcome).inc()
+
+    def _watch_run(self, steps: Iterator, door: str) -> Iterator:
+        answer = None
+        try:
+            with self._counted(steps, door, _run_outcome):
+                for answer in steps:
+                    yield answer
+        finally:
             if answer is not None:
                 self._observe_answer(answer, door)
 
@@ -136,20 +146,13 @@ class Metrics:
             self.decode_rate.labels(door).observe((stream.new_tokens - 1) / decode_s)
 
     def _watch_batch(self, steps: Iterator, door: str) -> Iterator:
-        outcome, done, slices = "cancelled", 0, 0
-        try:
+        done, slices = 0, 0
+        with self._counted(steps, door):
             for progress in steps:
                 if progress.slices > slices:  # one more slice: its rows are the texts it labelled
                     self.batch_rows.observe(progress.done - done)
                 done, slices = progress.done, progress.slices
                 yield progress
-            outcome = "ok"
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            _close(steps)
-            self.requests.labels(door, outcome).inc()
 
     # -- the route --------------------------------------------------------------------------------
 
@@ -163,6 +166,19 @@ class Metrics:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         return router
+
+
+def _refusal_outcome(exc: UserInputError) -> str:
+    return OUTCOME_BY_REFUSAL.get(exc.key, "invalid")
+
+
+def _run_outcome(exc: Exception) -> str:
+    """What ended a run: its cancellation, a refusal (by its key) or anything else, an error."""
+    if isinstance(exc, Cancelled):
+        return "cancelled"
+    if isinstance(exc, UserInputError):
+        return _refusal_outcome(exc)
+    return "error"
 
 
 def _close(steps: Iterator) -> None:

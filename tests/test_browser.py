@@ -36,11 +36,15 @@ def browser():
 
 
 @contextlib.contextmanager
-def tab(browser, **options):
-    """A page in a browser context of its own (desktop size, zh-CN, unless options say otherwise), closed after."""
+def tab(browser, app=None, **options):
+    """A page in a browser context of its own (desktop size, zh-CN, unless options say otherwise), closed after;
+    with app, the app open in it."""
     context = browser.new_context(**{"viewport": {"width": 1280, "height": 900}, "locale": "zh-CN", **options})
     try:
-        yield context.new_page()
+        page = context.new_page()
+        if app is not None:
+            open_app(page, app)
+        yield page
     finally:
         context.close()
 
@@ -57,6 +61,14 @@ def page(browser):
 def open_app(page, app) -> None:
     page.goto(app.local_url)
     page.wait_for_selector("#msg textarea")
+
+
+@contextlib.contextmanager
+def open_served(page, engine, **settings):
+    """The app on engine (tests/served.py serve, with these settings), open in page."""
+    with serve(engine, **settings) as app:
+        open_app(page, app)
+        yield app
 
 
 def label(page) -> str:
@@ -84,9 +96,8 @@ def wait_for_notice(page, text: str) -> None:
     page.wait_for_function("text => document.querySelector('#notice').innerText.includes(text)", arg=text)
 
 
-def hold_a_long_reply(page, app) -> None:
-    """Open the page in chat-only mode and send a message whose reply streams until the engine's gate opens."""
-    open_app(page, app)
+def hold_a_long_reply(page) -> None:
+    """Switch the open page to chat-only and send a message whose reply streams until the engine's gate opens."""
     page.get_by_label("仅对话").check()
     send(page, "讲个长故事")
     wait_for_chat(page, "很长 ▌")
@@ -94,8 +105,7 @@ def hold_a_long_reply(page, app) -> None:
 
 def test_a_message_gets_its_label_then_a_streamed_reply(page, tiny_engine):
     """The real engine (tiny model) end to end; the screenshot goes to test-artifacts/."""
-    with serve(tiny_engine) as app:
-        open_app(page, app)
+    with open_served(page, tiny_engine) as app:
         send(page, "今天的实验终于成功了，太开心了！")
         wait_until(lambda: LABEL.match(label(page)), what="the sentiment label")
         page.wait_for_function("document.querySelector('#timing').innerText.includes('回复')")
@@ -122,8 +132,7 @@ def test_sentiment_only_messages_stay_in_the_chat(page, tiny_engine):
 
     Before the fix, the reply event of a sentiment-only message yielded nothing and Gradio blanked the chat.
     """
-    with serve(SlowLabels(tiny_engine)) as app:
-        open_app(page, app)
+    with open_served(page, SlowLabels(tiny_engine)):
         page.get_by_label("仅情感分析").check()
         for text in ("第一条：物流很快。", "第二条：包装破了。"):
             send(page, text)
@@ -141,8 +150,7 @@ def test_a_message_sent_while_a_reply_streams_is_answered_and_nothing_is_lost(pa
     Send while the previous one ran, so it never arrived; before that, the chat emptied when the reply ended."""
     gate = threading.Event()
     engine = FakeEngine(gate=gate, reply_pieces=["天气", "好", "就出去走走吧。"])
-    with serve(engine) as app:
-        open_app(page, app)
+    with open_served(page, engine):
         send(page, "今天天气真好，心情也不错。")
         wait_for_chat(page, "天气 ▌")
         page.get_by_label("仅情感分析").check()
@@ -159,8 +167,7 @@ def test_a_message_sent_while_a_reply_streams_is_answered_and_nothing_is_lost(pa
 
 def test_a_mixed_review_is_shown_as_leaning_not_as_a_verdict(page):
     """An uncertain label reads "😐 偏负面 58%" in the side box and in the chat."""
-    with serve(FakeEngine()) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine()):
         page.get_by_label("仅情感分析").check()
         send(page, "还行吧，就是物流有点差")
         wait_until(lambda: label(page) == "😐 偏负面 58%", what="the uncertain label")
@@ -171,8 +178,7 @@ def test_the_reply_streams_and_stop_frees_the_engine(page):
     """A held-open fake reply: the first piece shows before the rest exists; Stop cancels it in the engine."""
     gate = threading.Event()
     engine = FakeEngine(reply_pieces=["第一段，", "第二段。"], gate=gate)
-    with serve(engine) as app:
-        open_app(page, app)
+    with open_served(page, engine):
         page.fill("#msg textarea", "<b>不是粗体</b> 今天很开心")
         page.click("#send")
         wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
@@ -200,8 +206,7 @@ def test_the_reply_streams_and_stop_frees_the_engine(page):
 def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
     """Also: an empty message is refused with the reason in Chinese."""
     engine = FakeEngine()
-    with serve(engine) as app:
-        open_app(page, app)
+    with open_served(page, engine):
         page.press("#msg textarea", "Enter")  # nothing typed: the reason shows under the input
         wait_for_notice(page, "请先输入内容再发送")
         page.click("#msg textarea")
@@ -224,8 +229,7 @@ def test_the_enter_that_confirms_an_ime_composition_does_not_send(page):
 def test_a_full_queue_tells_the_user_to_try_again(page):
     hold = threading.Event()
     engine = FakeEngine(classify_gate=hold)
-    with serve(engine, queue_max_size=1) as app:
-        open_app(page, app)
+    with open_served(page, engine, queue_max_size=1) as app:
         client = Client(app.local_url, verbose=False)
         running = client.submit("一", api_name="/sentiment")  # holds the model
         wait_until(engine.classifying.is_set, what="the model to be busy")
@@ -245,8 +249,7 @@ def test_a_full_queue_tells_the_user_to_try_again(page):
 
 def test_a_refused_message_leaves_the_chat_and_the_text_and_says_why_in_chinese(page):
     """Issue 13: an over-long or empty message turned the chat white under a red badge, in English and tokens."""
-    with serve(FakeEngine(max_input_chars=1000)) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine(max_input_chars=1000)):
         send(page, "第一句：你好")
         wait_for_chat(page, "回复：第一句：你好")
         too_long = "长" * 3000
@@ -271,10 +274,9 @@ def test_a_second_tab_sees_the_chinese_waiting_notice_then_its_reply(page, brows
     """Issue 13: a message waiting behind another tab's long reply showed only "…" and "queue: 1/1"."""
     gate = threading.Event()
     engine = FakeEngine(gate=gate, reply_pieces=["很长", "的回复", "。"])
-    with serve(engine) as app:
-        hold_a_long_reply(page, app)
-        with tab(browser) as other:
-            open_app(other, app)
+    with open_served(page, engine) as app:
+        hold_a_long_reply(page)
+        with tab(browser, app) as other:
             send(other, "在吗？")
             wait_for_chat(other, "模型正在回复其他消息")
             assert label(other) == "😄 正面 90%"  # its label did not wait for the other tab's reply
@@ -285,8 +287,7 @@ def test_a_second_tab_sees_the_chinese_waiting_notice_then_its_reply(page, brows
 
 def test_full_width_tags_typed_with_a_chinese_ime_route(page):
     engine = FakeEngine()
-    with serve(engine) as app:
-        open_app(page, app)
+    with open_served(page, engine):
         send(page, " ＃ＥＭＯＴＩＯＮ＃ 质量很差，用了两天就坏了")
         wait_until(lambda: label(page) == "😞 负面 90%", what="the label")
         send(page, "＃CHAT＃你好")
@@ -297,8 +298,7 @@ def test_full_width_tags_typed_with_a_chinese_ime_route(page):
 
 def test_on_a_phone_the_mode_and_the_label_show_without_scrolling(browser):
     with tab(browser, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-             device_scale_factor=2) as page, serve(FakeEngine()) as app:
-        open_app(page, app)
+             device_scale_factor=2) as page, open_served(page, FakeEngine()):
         page.fill("#msg textarea", "物流很快，五星好评！")
         page.click("#send")
         wait_until(lambda: label(page) == "😄 正面 90%", what="the label")
@@ -312,8 +312,7 @@ def test_on_a_phone_the_mode_and_the_label_show_without_scrolling(browser):
 
 
 def test_the_label_names_its_message_and_is_announced(page):
-    with serve(FakeEngine()) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine()):
         page.wait_for_function("document.querySelector('#sentiment').getAttribute('aria-live') === 'polite'")
         assert page.get_attribute("#sentiment", "tabindex") == "0"  # the keyboard reaches it
         assert page.get_attribute("#notice", "role") == "alert"
@@ -324,8 +323,7 @@ def test_the_label_names_its_message_and_is_announced(page):
 
 
 def test_gradio_s_own_words_are_chinese_whatever_the_browser_language(browser):
-    with tab(browser, locale="en-US") as page, serve(FakeEngine()) as app:
-        open_app(page, app)
+    with tab(browser, locale="en-US") as page, open_served(page, FakeEngine()):
         send(page, "你好")
         wait_for_chat(page, "回复：你好")
         labels = page.eval_on_selector_all(
@@ -354,8 +352,7 @@ def test_a_2000_row_csv_goes_through_the_batch_tab(page, tiny_engine, tmp_path):
     upload = tmp_path / "店铺评论导出.csv"
     with upload.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows([["编号", "评论", "评分"], *rows])
-    with serve(PacedSlices(tiny_engine)) as app:
-        open_app(page, app)
+    with open_served(page, PacedSlices(tiny_engine)):
         page.get_by_role("tab", name="批量分析").click()
         page.set_input_files("#batch-file input[type=file]", str(upload))
         page.wait_for_function("document.querySelector('#batch-info').innerText.includes('2000 行')")

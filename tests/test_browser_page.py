@@ -13,9 +13,9 @@ import pytest
 from gradio_client import Client
 
 from tests.fakes import FakeEngine
-from tests.served import serve, wait_until
+from tests.served import wait_until
 from tests.test_browser import (  # noqa: F401 - fixtures and helpers
-    browser, chat_text, hold_a_long_reply, label, open_app, page, send, tab, wait_for_chat, wait_for_notice)
+    browser, chat_text, hold_a_long_reply, label, open_served, page, send, tab, wait_for_chat, wait_for_notice)
 
 pytestmark = pytest.mark.browser
 
@@ -25,8 +25,7 @@ FIVE_LINES = "物流很快，五星好评！\n\n质量太差了，用了两天�
 def test_the_count_chart_starts_at_zero_and_pasting_tells_the_row_count(page):  # noqa: F811 - the fixture
     """Item 1: the 各类条数 axis ran 1–3 for counts 3 / 1 / 1 (Vega-Lite's scale started at the least count),
     so the bars of 1 were not drawn. Item 4: pasting said nothing about how many rows it held."""
-    with serve(FakeEngine()) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine()):
         page.get_by_role("tab", name="批量分析").click()
         page.fill("#batch-pasted textarea", FIVE_LINES)
         page.wait_for_function("document.querySelector('#batch-info').innerText.includes('5 行')")
@@ -49,8 +48,7 @@ def test_the_side_box_shows_one_message_label_and_timing(page):  # noqa: F811
     """Item 2: a reply that ended after a newer message was sent wrote its timing ("… · 回复 …") under
     the newer message's label."""
     gate = threading.Event()
-    with serve(FakeEngine(gate=gate, reply_pieces=["很长", "的回答。"])) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine(gate=gate, reply_pieces=["很长", "的回答。"])):
         send(page, "给我讲讲北京的历史")
         wait_for_chat(page, "很长 ▌")
         page.get_by_label("仅情感分析").check()
@@ -70,8 +68,7 @@ def test_a_red_counter_means_refused_and_both_state_one_limit(page):  # noqa: F8
     longer one was refused with a limit from its own characters per token, not the counter's."""
     engine = FakeEngine(max_input_chars=1000)
     engine.max_input_tokens = 1100  # like Chinese text: a little over the counter's number still fits
-    with serve(engine) as app:
-        open_app(page, app)
+    with open_served(page, engine):
         for chars in (1050, 3000):
             page.fill("#msg textarea", "长" * chars)
             page.wait_for_function(
@@ -92,8 +89,7 @@ NOTICE_GONE = ("(() => { const n = document.querySelector('#notice');"
 
 def test_a_refusal_notice_goes_once_the_text_is_no_longer_refused(page):  # noqa: F811
     """Item 6: "请先输入内容再发送" stayed while a valid message was typed."""
-    with serve(FakeEngine(max_input_chars=100)) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine(max_input_chars=100)):
         page.press("#msg textarea", "Enter")
         wait_for_notice(page, "请先输入内容再发送")
         page.keyboard.type("你好")
@@ -112,10 +108,9 @@ def test_the_place_in_line_never_counts_backwards(page, browser):  # noqa: F811
     "前面还有 2 条" when someone else's label went before it."""
     gate, hold = threading.Event(), threading.Event()
     engine = FakeEngine(gate=gate, classify_gate=hold, reply_pieces=["很长", "的回复", "。"])
-    with serve(engine) as app:
-        hold_a_long_reply(page, app)
-        with tab(browser) as other:
-            open_app(other, app)
+    with open_served(page, engine) as app:
+        hold_a_long_reply(page)
+        with tab(browser, app) as other:
             other.get_by_label("仅对话").check()
             send(other, "在吗？")
             wait_for_chat(other, "模型正在回复其他消息")
@@ -135,8 +130,7 @@ def test_the_place_in_line_never_counts_backwards(page, browser):  # noqa: F811
 def test_the_keyboard_reaches_the_mode_first_and_moves_it_with_arrows(page):  # noqa: F811
     """Item 7: three radios with three names (three Tab stops, arrows did nothing), after the examples in
     Tab order; a focused radio looked unfocused; the input was named "Textbox"."""
-    with serve(FakeEngine()) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine()):
         names = page.eval_on_selector_all("#mode input[type=radio]", "els => els.map(e => e.name)")
         assert len(names) == 3 and len(set(names)) == 1, names
         # Tab from the page's start: the checked mode radio comes before the input and the examples.
@@ -172,8 +166,7 @@ GRADIO_ENGLISH = re.compile(
 def test_no_english_from_gradio_is_shown_or_named_in_an_english_browser(browser):  # noqa: F811
     """Item 7: "chatbot conversation", "More tabs", "Gradio footer navigation" were accessible names,
     and the input's was "Textbox"."""
-    with tab(browser, locale="en-US") as en_page, serve(FakeEngine()) as app:
-        open_app(en_page, app)
+    with tab(browser, locale="en-US") as en_page, open_served(en_page, FakeEngine()):
         send(en_page, "你好")
         wait_for_chat(en_page, "回复：你好")
         en_page.wait_for_function("!document.querySelector('[aria-label=\"chatbot conversation\"]')")
@@ -199,8 +192,7 @@ def test_leaving_a_conversation_asks_first(page):  # noqa: F811
 
     The event is dispatched by the test: headless Chromium closes a page without showing the dialog.
     """
-    with serve(FakeEngine()) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine()):
         assert page.evaluate(LEAVING) is False  # nothing said yet: leave freely
         send(page, "你好")
         wait_for_chat(page, "回复：你好")
@@ -216,8 +208,7 @@ def test_the_api_page_is_chinese_and_its_curl_snippet_runs(page):  # noqa: F811
     import shlex
     import subprocess
 
-    with serve(FakeEngine()) as app:
-        open_app(page, app)
+    with open_served(page, FakeEngine()) as app:
         assert not page.locator("footer .show-api").is_visible()
         page.click("#api-help summary")
         snippet = page.locator("#api-help pre code").first.inner_text()

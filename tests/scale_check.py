@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 from bench.common import ROOT, _cpu_name, base_parser, percentile, resolve_model_dir
 from bench.server import DemoServer, free_port
+from tests.served import wait_until
 
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 _SERVER_LINE = re.compile(r"^(?P<indent>[ \t]+)server app:7860(?P<params>(?: [^;]*)?);$", re.M)
@@ -92,17 +93,19 @@ class Nginx:
 
         self._out = self.access_log.open("ab")
         self.proc = subprocess.Popen(self.cmd, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited with {self.proc.returncode}: {self.error_text()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=5, trust_env=False).status_code == 200:
-                    return self
+                return httpx.get(f"{self.url}/healthz", timeout=5, trust_env=False).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"nginx on {self.url} did not answer /healthz: {self.error_text()}")
+                return False
+
+        try:
+            wait_until(healthy, timeout, what=f"nginx on {self.url} to answer /healthz")
+        except AssertionError:
+            raise RuntimeError(f"nginx on {self.url} did not answer /healthz: {self.error_text()}") from None
+        return self
 
     def error_text(self) -> str:
         try:
@@ -120,6 +123,10 @@ class Nginx:
                 if m:
                     rows.append(m.groupdict())
         return rows
+
+    def wait_for_line(self, start: int, words: str, what: str) -> None:
+        """Wait until the access log, from byte start, has a request naming words (a line is written when it ends)."""
+        wait_until(lambda: any(words in r["request"] for r in self.log_lines(start)), 30, what)
 
     def log_size(self) -> int:
         return self.access_log.stat().st_size
@@ -275,7 +282,7 @@ def check_streaming(check: Checks, lb: Nginx, replicas: list[DemoServer], users:
     for _ in range(users):
         start = lb.log_size()
         run = _stream(lb.url)
-        time.sleep(0.2)  # the access log line of a request is written when it ends
+        lb.wait_for_line(start, f"queue/data?session_hash={run['session_hash']}", "the client's stream in the log")
         times = [t for t, _ in run["pieces"]]
         run["arrivals"] = 1 + sum(1 for a, b in zip(times, times[1:]) if b - a >= 0.02)
         run["growing"] = all(b.startswith(a) for (_, a), (_, b) in zip(run["pieces"], run["pieces"][1:]))
@@ -331,7 +338,7 @@ def check_browser(check: Checks, lb: Nginx, work: Path, earlier_sessions: Sequen
             page.screenshot(path=str(work / "browser-through-nginx.png"), full_page=True)
         finally:
             browser.close()
-    time.sleep(0.3)
+    lb.wait_for_line(start, "queue/data", "the page's stream in the log")
     lines = [r for r in lb.log_lines(start) if not any(h in r["request"] for h in earlier_sessions)]
     upstreams = sorted({r["upstream"] for r in lines})
     check("the page in Chromium through nginx",
@@ -380,24 +387,33 @@ def check_kill(check: Checks, lb: Nginx, victim: DemoServer, texts: list[str],
 
     rows: list[dict[str, Any]] = []
     lock = threading.Lock()
+    enough = threading.Event()  # kill_after answers in, or every client done
+    running = [clients]
     deadline = time.monotonic() + budget
     log_start = lb.log_size()
 
     def worker(k: int) -> None:
-        with httpx.Client(timeout=httpx.Timeout(60, connect=10), trust_env=False) as client:
-            for i in range(requests):
-                if time.monotonic() > deadline:
-                    break
-                t0 = time.monotonic()
-                status, error = _infer(client, lb.url, texts[(k + i) % len(texts)])
-                with lock:
-                    rows.append({"start": t0, "end": time.monotonic(), "status": status, "error": error})
+        try:
+            with httpx.Client(timeout=httpx.Timeout(60, connect=10), trust_env=False) as client:
+                for i in range(requests):
+                    if time.monotonic() > deadline:
+                        break
+                    t0 = time.monotonic()
+                    status, error = _infer(client, lb.url, texts[(k + i) % len(texts)])
+                    with lock:
+                        rows.append({"start": t0, "end": time.monotonic(), "status": status, "error": error})
+                        if len(rows) >= kill_after:
+                            enough.set()
+        finally:
+            with lock:
+                running[0] -= 1
+                if not running[0]:
+                    enough.set()
 
     threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(clients)]
     for t in threads:
         t.start()
-    while len(rows) < kill_after and any(t.is_alive() for t in threads) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    enough.wait(max(0.0, deadline - time.monotonic()))
     killed_at = time.monotonic()
     os.killpg(victim.proc.pid, signal.SIGKILL)
     victim.proc.wait(30)

@@ -21,7 +21,7 @@ from pipeline import LABELS
 
 from . import data
 from .common import CpuShare, Deadline, base_parser, in_turn, load, provenance, resolve_model_dir, result_path, write_result
-from .methods import METHODS
+from .methods import METHODS, bias_candidates, decided, scorer_of
 
 SKIP = 1000  # the accuracy run's held-out items
 
@@ -130,12 +130,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 row[m] = {"label": pred.label, "ms": pred.ms}
                 if pred.output is not None:
                     row[m]["output"] = pred.output
+                if pred.log_odds is not None:
+                    row[m]["log_odds"] = pred.log_odds
             rows.append(row)
         print(f"{k + 1}/{len(bases)} bases", file=sys.stderr, flush=True)
     families = {name: {"seen": seen, "templates": [list(t) for t in templates]} for name, (seen, templates) in FAMILIES.items()}
     result = {"bench": "injection", "provenance": prov, "cpu_share": cpu.stop(), "elapsed_s": time.time() - started,
               "families": families, "bases": [{"index": i, "label": l, "chars": len(t)} for i, t, l in bases],
-              "truncated": deadline.expired, **summarise(rows, methods), "items": rows}
+              "truncated": deadline.expired, **summarise(rows, methods),
+              "candidates": candidate_holds(rows, methods, engine), "items": rows}
     if model["kind"] == "random":
         result["accuracy_meaningless"] = "random weights: labels are noise"
     write_result(result_path(args, "injection", model), result)
@@ -144,7 +147,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{m:5s} holds {s['holds']:.3f} (seen {s['holds_seen']:.3f}, unseen {s['holds_unseen']:.3f}); "
               f"raw {s['holds_raw']:.3f}; clean acc {s['clean_accuracy']:.3f}")
         print("      " + ", ".join(f"{f} {v:.2f}" for f, v in s["holds_by_family"].items() if v is not None))
+    for name, s in result["candidates"].items():
+        print(f"{name:34s} holds {s['holds']:.3f} (seen {s['holds_seen']:.3f}, unseen {s['holds_unseen']:.3f}); "
+              f"clean acc {s['clean_accuracy']:.3f}")
     return result
+
+
+def candidate_holds(rows: list[dict[str, Any]], methods: Sequence[str], engine) -> dict[str, Any]:
+    """Holds of each scored method under each calibration (bench.methods.bias_candidates), from the raw
+    log-odds recorded per item: the same forwards, only the bias differs."""
+    out = {}
+    for m in methods:
+        if not all("log_odds" in r[m] for r in rows):
+            continue
+        for name, b in bias_candidates(scorer_of(engine, m)).items():
+            relabelled = [{**r, "c": {"label": decided(r[m]["log_odds"], b, 0.0)[0]}} for r in rows]
+            out[f"{m}+{name}"] = {"bias": b, **summarise(relabelled, ["c"])["methods"]["c"]}
+    return out
 
 
 def _share(xs: list[bool]) -> float | None:

@@ -18,15 +18,18 @@ method runs on which engine ("packed": as the app loads it; "stock": pack_weight
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
 from pipeline import LABELS
-from pipeline.chat_format import encode_messages
-from pipeline.prompts import SEED_SYSTEM_PROMPT, Question, SentimentPrompt
-from pipeline.sentiment import SentimentScorer
+from pipeline.chat_format import encode_messages, encode_text
+from pipeline.prompts import SEED_SYSTEM_PROMPT, SENTIMENT_PROMPT, Question, SentimentPrompt
+from pipeline.calibration import ESTIMATORS
+from pipeline.sentiment import SentimentScorer, first_label_probability
 
 UNPARSED = "unparsed"
 
@@ -40,6 +43,7 @@ class Prediction:
     output: str | None = None  # seed: the generated text
     model_ms: float | None = None  # ours: the engine's own latency_ms (the forward only)
     uncertain: bool | None = None  # ours: flagged too close to call
+    log_odds: list[float] | None = None  # scored methods: each question's raw (uncalibrated) log-odds
 
 
 def ours(engine, text: str) -> Prediction:
@@ -48,8 +52,10 @@ def ours(engine, text: str) -> Prediction:
     result = engine.classify(request)
     ms = (time.perf_counter() - started) * 1000
     tokens = len(request.review_ids) + engine.sentiment.suffix_tokens
+    p_first = result.scores[LABELS[0]]  # back to the raw log-odds (one question): what any bias is taken from
+    raw = math.log(max(p_first, 1e-300) / max(1 - p_first, 1e-300)) + float(engine.sentiment.bias.mean())
     return Prediction(result.label, ms, tokens, confidence=result.confidence, model_ms=result.latency_ms,
-                      uncertain=result.uncertain)
+                      uncertain=result.uncertain, log_odds=[raw])
 
 
 # The previous release's sentiment prompt: the review alone in the user turn, the label straight after it,
@@ -69,6 +75,62 @@ def previous(engine, text: str) -> Prediction:
     result = scorer.parse(scorer.question_log_odds(ids), 0.0)
     ms = (time.perf_counter() - started) * 1000
     return Prediction(result.label, ms, len(ids) + scorer.suffix_tokens, confidence=result.confidence)
+
+
+# The layout steps, scored raw by the same scorer on the same engine (bias applied afterwards by the
+# benches): the seed's own system prompt with the review as the user turn and the label scored right
+# after it (no fence, no dropping: where the seed's accuracy comes from); the same with dropping; and
+# our fenced layout without dropping.
+_LABEL_ONLY = Question("", "", {LABELS[0]: (LABELS[0],), LABELS[1]: (LABELS[1],)})
+LAYOUTS = {
+    "seed_scored": SentimentPrompt(system=SEED_SYSTEM_PROMPT, before_text="", fence=("", ""), questions=(_LABEL_ONLY,),
+                                   calibration="dev_midpoint"),
+    "ours_nodrop": dataclasses.replace(SENTIMENT_PROMPT, drop_segments=False),
+}
+LAYOUTS["seed_scored_drop"] = dataclasses.replace(SENTIMENT_PROMPT, system=SEED_SYSTEM_PROMPT, fence=("", ""), escape={})
+_layout_scorers: dict[tuple[int, str], SentimentScorer] = {}
+
+
+def layout_scorer(engine, name: str) -> SentimentScorer:
+    key = (id(engine), name)
+    if key not in _layout_scorers:
+        _layout_scorers[key] = SentimentScorer(engine.model, engine.tokenizer, LAYOUTS[name])
+    return _layout_scorers[key]
+
+
+def _layout(name: str):
+    def method(engine, text: str) -> Prediction:
+        scorer = layout_scorer(engine, name)
+        started = time.perf_counter()
+        log_odds = scorer.question_log_odds(encode_text(engine.tokenizer, scorer.quote(text)))
+        result = scorer.parse(log_odds, 0.0)
+        ms = (time.perf_counter() - started) * 1000
+        return Prediction(result.label, ms, 0, confidence=result.confidence, uncertain=result.uncertain,
+                          log_odds=log_odds.tolist())
+    return method
+
+
+def scorer_of(engine, method: str) -> SentimentScorer:
+    """The scorer a scored method reads with: the engine's own for ours, else its layout's."""
+    return engine.sentiment if method in ("ours", "ours_stock") else layout_scorer(engine, method)
+
+
+def bias_candidates(scorer: SentimentScorer) -> dict[str, float]:
+    """Every calibration measured for a scorer's layout: none, content-free, and each estimator of
+    pipeline.calibration on the shipped reviews (one question: the bias is a number)."""
+    reviews = scorer.prompt.calibration_reviews
+    raw = scorer.calibration_log_odds
+    if raw is None:
+        raw = scorer.reviews_log_odds([text for text, _ in reviews])
+    out = {"none": 0.0, "content_free": float(scorer.content_free_bias().mean())}
+    out.update({name: float(f(raw, [label for _, label in reviews], LABELS[0]).mean()) for name, f in ESTIMATORS.items()})
+    return out
+
+
+def decided(log_odds: list[float], bias: float, uncertain_below: float) -> tuple[str, bool]:
+    """(label, flagged uncertain) as SentimentScorer.parse gives them for this bias."""
+    p = first_label_probability(log_odds, [bias] * len(log_odds))
+    return (LABELS[0] if p >= 0.5 else LABELS[1]), max(p, 1 - p) < uncertain_below
 
 
 def seed_prompt_ids(engine, text: str) -> list[int]:
@@ -100,10 +162,11 @@ def seed(engine, text: str, max_new_tokens: int = 5) -> Prediction:
     return Prediction(label, ms, len(ids) + len(new), output=output)
 
 
-METHODS = {"ours": ours, "seed": seed, "previous": previous}
+METHODS = {"ours": ours, "seed": seed, "previous": previous, **{name: _layout(name) for name in LAYOUTS}}
 # name: (method, engine it runs on)
 VARIANTS = {"ours": ("ours", "packed"), "seed": ("seed", "stock"), "previous": ("previous", "packed"),
-            "seed_packed": ("seed", "packed"), "ours_stock": ("ours", "stock")}
+            "seed_packed": ("seed", "packed"), "ours_stock": ("ours", "stock"),
+            **{name: (name, "packed") for name in LAYOUTS}}
 
 
 def run_variant(name: str, engines: dict, text: str) -> Prediction:

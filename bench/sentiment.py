@@ -30,9 +30,11 @@ from pipeline import LABELS, UserInputError
 
 from . import data, machine
 from .common import CpuShare, Deadline, base_parser, in_turn, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
-from .methods import UNPARSED, VARIANTS, run_variant
+from .methods import LAYOUTS, UNPARSED, VARIANTS, bias_candidates, decided, layout_scorer, run_variant, scorer_of
 
 REVIEWED_TSV = Path(__file__).resolve().parent / "reviewed.tsv"
+CLEAR2_TSV = Path(__file__).resolve().parent / "clear2.tsv"
+CLEAR2_POSITIONS = range(6000, 6150)  # in each class of data.classes(): far past every other split's items
 
 
 def text_key(text: str) -> str:
@@ -46,6 +48,69 @@ def load_reviewed(path: Path = REVIEWED_TSV) -> dict[int, dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as f:
         rows = [r for r in csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t")]
     return {int(r["index"]): r for r in rows}
+
+
+def clear_sets() -> dict[str, list[tuple[str, str]]]:
+    """The two clear sets: held-out reviews read as "agree" (reviewed.tsv) and the kept items of clear2.tsv."""
+    reviewed, held = load_reviewed(), data.heldout(200)
+    agree = [held[i] for i in sorted(reviewed) if reviewed[i]["verdict"] == "agree" and reviewed[i]["sha"] == text_key(held[i][0])]
+    lines = [line.split("\t") for line in CLEAR2_TSV.read_text(encoding="utf-8").splitlines() if line and line[0] != "#"]
+    dropped = {(r[1], int(r[0])) for r in lines[2:]}
+    classes = data.classes()
+    kept = [(classes[label][i], label) for label in LABELS for i in CLEAR2_POSITIONS if (label, i) not in dropped]
+    if hashlib.sha256("\n".join(t for t, _ in kept).encode()).hexdigest()[:12] != lines[0][1]:
+        raise ValueError(f"{CLEAR2_TSV.name}: the split changed under the read items")
+    return {"agree": agree, "clear2": kept}
+
+
+def direction_metrics(golds: Sequence[str], preds: Sequence[str], flagged: Sequence[bool]) -> dict[str, Any]:
+    """Accuracy, errors by direction (gold -> predicted), the larger direction's share of the errors, and
+    confident errors: wrong and not flagged uncertain, as a share of all items."""
+    wrong = [g != p for g, p in zip(golds, preds)]
+    by = {f"{g}->{p}": sum(w and gg == g for w, gg in zip(wrong, golds)) for g, p in (LABELS, LABELS[::-1])}
+    confident = sum(w and not f for w, f in zip(wrong, flagged))
+    return {"n": len(golds), "accuracy": 1 - sum(wrong) / len(golds), "errors": by,
+            "lean": max(by.values()) / sum(wrong) if sum(wrong) else 0.0,
+            "confident_errors": confident, "confident_error_share": confident / len(golds)}
+
+
+def candidates(rows: list[dict[str, Any]], methods: Sequence[str], engine) -> dict[str, Any]:
+    """Each scored layout under each calibration (bench.methods.bias_candidates) on each set, from the raw
+    log-odds recorded per item; generated methods (seed, previous) as they ran."""
+    threshold = engine.sentiment.prompt.uncertain_below
+    out: dict[str, Any] = {"uncertain_below": threshold, "biases": {}, "table": {}}
+    sets = sorted({r["set"] for r in rows})
+    for m in methods:
+        scored = [r for r in rows if "log_odds" in r[m]]
+        if not scored:
+            out["table"][m] = {s: direction_metrics([r["gold"] for r in rows if r["set"] == s],
+                                                     [r[m]["label"] for r in rows if r["set"] == s],
+                                                     [bool(r[m].get("uncertain")) for r in rows if r["set"] == s]) for s in sets}
+            continue
+        out["biases"][m] = biases = bias_candidates(scorer_of(engine, m))
+        for name, b in biases.items():
+            out["table"][f"{m}+{name}"] = table = {}
+            for s in sets:
+                sub = [r for r in rows if r["set"] == s and "log_odds" in r[m]]
+                got = [decided(r[m]["log_odds"], b, threshold) for r in sub]
+                table[s] = direction_metrics([r["gold"] for r in sub], [g[0] for g in got], [g[1] for g in got])
+    return out
+
+
+def calibration_cost(engine, repeats: int = 2) -> dict[str, list[float]]:
+    """Seconds to build the engine's scorer (prefix forward, then its calibration) with no calibration, the
+    content-free one and the adopted one, interleaved: what the calibration adds to start-up."""
+    import dataclasses
+
+    from pipeline.sentiment import SentimentScorer
+
+    out: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for cal in ("none", "content_free", engine.sentiment.prompt.calibration):
+            started = time.perf_counter()
+            SentimentScorer(engine.model, engine.tokenizer, dataclasses.replace(engine.sentiment.prompt, calibration=cal))
+            out.setdefault(cal, []).append(time.perf_counter() - started)
+    return out
 
 
 def classification_metrics(golds: Sequence[str], preds: Sequence[str], labels: Sequence[str] = LABELS) -> dict[str, Any]:
@@ -272,13 +337,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup", type=int, default=4, help="dev-set items run first, untimed")
     p.add_argument("--time-budget", type=float, default=3600, help="stop after this many seconds (recorded)")
     p.add_argument("--bandwidth-gib", type=float, default=1.5)
+    p.add_argument("--clear", action="store_true", help="run the two clear sets (reviewed.tsv agree, clear2.tsv) "
+                   "instead of --n held-out items, and report every calibration candidate on them")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     model_dir, model = resolve_model_dir(args)
     engine = load(model_dir, threads=args.threads)
     needs_stock = any(VARIANTS[m][1] == "stock" for m in methods)
     stock_engine = load(model_dir, threads=args.threads, pack_weights=False) if needs_stock else None
-    items = data.heldout(args.n)
+    sets = clear_sets() if args.clear else {"heldout": data.heldout(args.n)}
+    items = [item for name in sets for item in sets[name]]
+    set_of = [name for name in sets for _ in sets[name]]
     print(f"{len(items)} held-out items, methods {methods}, model {model_dir}", file=sys.stderr)
     prov = provenance(model, engine)
 
@@ -289,12 +358,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         before = machine.measure(engine.model, args.bandwidth_gib)
         started, cpu = time.time(), CpuShare()
         rows = run_items(engine, items, methods, Deadline(args.time_budget), stock_engine=stock_engine)
+        for r in rows:
+            r["set"] = set_of[r["index"]]
+            if args.clear and "log_odds" in r.get("ours", {}):  # the layout without dropping: only where it differs
+                r["ours_nodrop"] = nodrop = {"log_odds": r["ours"]["log_odds"]}
+                quoted = LAYOUTS["ours_nodrop"].quote(items[r["index"]][0])
+                if quoted != engine.sentiment.quote(items[r["index"]][0]):
+                    nodrop["log_odds"] = layout_scorer(engine, "ours_nodrop").question_log_odds(
+                        engine.message_ids(quoted)).tolist()
+                nodrop["label"] = decided(nodrop["log_odds"], 0.0, 0.0)[0]
         elapsed, share = time.time() - started, cpu.stop()
         after = machine.measure(engine.model, args.bandwidth_gib)
         profiled = profile_ours(engine, [text for text, _ in items[:20]]) if "ours" in methods else None
-        return before, rows, elapsed, share, after, profiled
+        return before, rows, elapsed, share, after, profiled, calibration_cost(engine) if args.clear else None
 
-    limits_before, rows, elapsed, cpu_share, limits_after, profiled = in_worker_thread(timed)
+    limits_before, rows, elapsed, cpu_share, limits_after, profiled, cal_cost = in_worker_thread(timed)
     limits = machine.best_of(limits_before, limits_after)
     result = {
         "bench": "sentiment", "provenance": prov, "cpu_share": cpu_share,
@@ -303,13 +381,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "offset_in_class": data.DEV_PER_CLASS},
         "elapsed_s": elapsed, "limits": limits, "limits_runs": [limits_before, limits_after],
         "cost": machine.model_cost(engine.model).as_dict(),
-        **summarise(rows, methods, engine, limits, load_reviewed()),
+        **summarise(rows, methods, engine, limits, None if args.clear else load_reviewed()),
+        **({"clear": {"sets": {k: len(v) for k, v in sets.items()}, "scorer_build_s": cal_cost,
+                      "drop_changes": {k: sum(engine.sentiment.quote(t) != LAYOUTS["ours_nodrop"].quote(t) for t, _ in v)
+                                       for k, v in sets.items()},
+                      **candidates(rows, methods + ["ours_nodrop"] * ("ours" in methods), engine)}} if args.clear else {}),
         "profile_ours": profiled,
         "items": rows,
     }
     if model["kind"] == "random":
         result["accuracy_meaningless"] = "random weights: labels are noise; only latency counts"
-    write_result(result_path(args, "sentiment", model, f"n{args.n}"), result)
+    write_result(result_path(args, "sentiment", model, "clear" if args.clear else f"n{args.n}"), result)
     _print(result, methods)
     return result
 
@@ -330,6 +412,14 @@ def _print(result: dict[str, Any], methods: Sequence[str]) -> None:
         f = result["floor"]
         print(f"floor median {f['floor_ms']['median']:.1f} ms (peak {f['peak_gflops']:.1f} GFLOP/s); "
               f"ours/floor median x{f['ours_over_floor']['median']:.2f}")
+    if "clear" in result:
+        c = result["clear"]
+        print(f"clear sets {c['sets']}; uncertain below {c['uncertain_below']}; biases {c['biases']}; "
+              f"texts dropping changes {c['drop_changes']}; scorer build s {c['scorer_build_s']}")
+        print(f"{'candidate':34s}" + "".join(f"{s + ': acc, errors p->n n->p, lean, confident':>52s}" for s in c["sets"]))
+        for name, per_set in c["table"].items():
+            print(f"{name:34s}" + "".join(f"{v['accuracy']:17.3f} {str(list(v['errors'].values())):>12s} {v['lean']:6.2f} "
+                                          f"{v['confident_errors']:4d} ({v['confident_error_share']:.3f})" for v in per_set.values()))
     if "reviewed" in result:
         rv = result["reviewed"]
         print(f"reviewed: {rv['items_read']} read, {rv['agree_n']} agree: " +

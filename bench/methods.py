@@ -1,18 +1,17 @@
-"""The two sentiment methods compared, timed the same way: text in, label out, wall-clock.
+"""The sentiment methods compared, timed the same way: text in, label out, wall-clock.
 
-- ours: `engine.classify(text)` (the review, fenced and with the answer words redacted, read once on the
-  cached prompt prefix; the answer words' first-token logits after a short fixed suffix compared).
-- previous: the previous release's prompt (the review alone in the user turn, the label right after it)
-  through the same scorer on the same engine: what the new layout costs and buys.
-- seed: the usual way this is done: the cold-analyst system prompt and the text through the chat
-  template, `model.generate(max_new_tokens=5, do_sample=False)`, the new tokens decoded, and the label
-  read from the text ("正面" if it appears, else "负面" if it appears, else unparsed).
+- ours: `engine.classify(text)`: the fenced review read once on the cached prompt prefix, the answer
+  words' first-token logits after a short suffix compared; its raw log-odds are recorded too.
+- previous: the previous release's prompt (the review alone in the user turn, the label after it)
+  through the same scorer on the same engine.
+- seed: the usual way: the cold-analyst system prompt and the text through the chat template,
+  `model.generate(max_new_tokens=5, do_sample=False)`, the label read from the decoded text ("正面" if
+  it appears, else "负面" if it appears, else unparsed).
+- LAYOUTS: our layout one step at a time, scored like ours.
 
-Both are timed from the raw text to the label (tokenization and parsing included), with the same
-torch threads, under torch.inference_mode. The seed runs on the model as transformers loads it (torch's
-own weight layout: the usual way); ours runs on the engine as the app loads it, whose linear layers
-are oneDNN-packed (pipeline/packing.py). Two more variants split the gain between the two changes:
-the seed on the packed model, and ours with packing off (PACK_WEIGHTS=0). `VARIANTS` says which
+All are timed from raw text to label, same torch threads, under torch.inference_mode. The seed
+runs on the model as transformers loads it; ours on the engine as the app loads it (oneDNN-packed
+linear layers, pipeline/packing.py); seed_packed and ours_stock split the gain. `VARIANTS`: which
 method runs on which engine ("packed": as the app loads it; "stock": pack_weights=False).
 """
 
@@ -28,7 +27,6 @@ import torch
 from pipeline import LABELS
 from pipeline.chat_format import encode_messages, encode_text
 from pipeline.prompts import SEED_SYSTEM_PROMPT, SENTIMENT_PROMPT, Question, SentimentPrompt
-from pipeline.calibration import ESTIMATORS
 from pipeline.sentiment import SentimentScorer, first_label_probability
 
 UNPARSED = "unparsed"
@@ -52,8 +50,8 @@ def ours(engine, text: str) -> Prediction:
     result = engine.classify(request)
     ms = (time.perf_counter() - started) * 1000
     tokens = len(request.review_ids) + engine.sentiment.suffix_tokens
-    p_first = result.scores[LABELS[0]]  # back to the raw log-odds (one question): what any bias is taken from
-    raw = math.log(max(p_first, 1e-300) / max(1 - p_first, 1e-300)) + float(engine.sentiment.bias.mean())
+    p = result.scores[LABELS[0]]  # back to the raw log-odds (one question)
+    raw = math.log(max(p, 1e-300) / max(1 - p, 1e-300)) + float(engine.sentiment.bias.mean())
     return Prediction(result.label, ms, tokens, confidence=result.confidence, model_ms=result.latency_ms,
                       uncertain=result.uncertain, log_odds=[raw])
 
@@ -77,25 +75,19 @@ def previous(engine, text: str) -> Prediction:
     return Prediction(result.label, ms, len(ids) + scorer.suffix_tokens, confidence=result.confidence)
 
 
-# The layout steps, scored raw by the same scorer on the same engine (bias applied afterwards by the
-# benches): the seed's own system prompt with the review as the user turn and the label scored right
-# after it (no fence, no dropping: where the seed's accuracy comes from); the same with dropping; and
-# our fenced layout without dropping.
-_LABEL_ONLY = Question("", "", {LABELS[0]: (LABELS[0],), LABELS[1]: (LABELS[1],)})
-LAYOUTS = {
-    "seed_scored": SentimentPrompt(system=SEED_SYSTEM_PROMPT, before_text="", fence=("", ""), questions=(_LABEL_ONLY,),
-                                   calibration="dev_midpoint"),
-    "ours_nodrop": dataclasses.replace(SENTIMENT_PROMPT, drop_segments=False),
-}
+# The seed's system prompt, the review as the user turn, the label scored after it (no fence, no
+# dropping); the same with dropping; our fence without dropping.
+LAYOUTS = {"seed_scored": dataclasses.replace(SENTIMENT_PROMPT, system=SEED_SYSTEM_PROMPT, fence=("", ""), escape={},
+                                              redact=(), redact_patterns=(), drop_segments=False)}
 LAYOUTS["seed_scored_drop"] = dataclasses.replace(SENTIMENT_PROMPT, system=SEED_SYSTEM_PROMPT, fence=("", ""), escape={})
+LAYOUTS["ours_nodrop"] = dataclasses.replace(SENTIMENT_PROMPT, drop_segments=False)
 _layout_scorers: dict[tuple[int, str], SentimentScorer] = {}
 
 
 def layout_scorer(engine, name: str) -> SentimentScorer:
-    key = (id(engine), name)
-    if key not in _layout_scorers:
-        _layout_scorers[key] = SentimentScorer(engine.model, engine.tokenizer, LAYOUTS[name])
-    return _layout_scorers[key]
+    if (id(engine), name) not in _layout_scorers:
+        _layout_scorers[id(engine), name] = SentimentScorer(engine.model, engine.tokenizer, LAYOUTS[name])
+    return _layout_scorers[id(engine), name]
 
 
 def _layout(name: str):
@@ -111,26 +103,13 @@ def _layout(name: str):
 
 
 def scorer_of(engine, method: str) -> SentimentScorer:
-    """The scorer a scored method reads with: the engine's own for ours, else its layout's."""
     return engine.sentiment if method in ("ours", "ours_stock") else layout_scorer(engine, method)
 
 
-def bias_candidates(scorer: SentimentScorer) -> dict[str, float]:
-    """Every calibration measured for a scorer's layout: none, content-free, and each estimator of
-    pipeline.calibration on the shipped reviews (one question: the bias is a number)."""
-    reviews = scorer.prompt.calibration_reviews
-    raw = scorer.calibration_log_odds
-    if raw is None:
-        raw = scorer.reviews_log_odds([text for text, _ in reviews])
-    out = {"none": 0.0, "content_free": float(scorer.content_free_bias().mean())}
-    out.update({name: float(f(raw, [label for _, label in reviews], LABELS[0]).mean()) for name, f in ESTIMATORS.items()})
-    return out
-
-
 def decided(log_odds: list[float], bias: float, uncertain_below: float) -> tuple[str, bool]:
-    """(label, flagged uncertain) as SentimentScorer.parse gives them for this bias."""
+    """(label, flagged uncertain) as SentimentScorer.parse gives them with this bias."""
     p = first_label_probability(log_odds, [bias] * len(log_odds))
-    return (LABELS[0] if p >= 0.5 else LABELS[1]), max(p, 1 - p) < uncertain_below
+    return LABELS[p < 0.5], max(p, 1 - p) < uncertain_below
 
 
 def seed_prompt_ids(engine, text: str) -> list[int]:

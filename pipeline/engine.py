@@ -66,7 +66,11 @@ class Engine(GenerationCounts):
         pack, pack_head, self.linear_path = self._packing_decision(model, settings)
         self.packed_linears = packing.pack_decoder_linears(model) if pack else 0
         with self._lock.hold():
+            started = time.perf_counter()
             self.sentiment = SentimentScorer(model, tokenizer, settings.sentiment_prompt)
+        # The calibration is this checkpoint's own (pipeline/calibration.py): its cost and bias belong in the log.
+        log.info("sentiment: prefix cached, %s calibration bias %s, in %.1f s", settings.sentiment_prompt.calibration,
+                 [round(b, 3) for b in self.sentiment.bias.tolist()], time.perf_counter() - started)
         if pack_head and packing.pack_output_head(model):
             self.packed_linears += 1
         log.info("linear layers: %s", self.linear_path)

@@ -6,6 +6,8 @@ import functools
 import re
 from dataclasses import dataclass, field
 
+from .calibration import CALIBRATION_REVIEWS
+
 # The two sentiment labels, in the order scores are reported.
 LABELS = ("正面", "负面")
 
@@ -48,9 +50,12 @@ class SentimentPrompt:
     # labels, which would let it pose as another turn. Replaced by `redacted` too.
     redact_patterns: tuple[str, ...] = ()
     redacted: str = "某"
-    # Content-free inputs for contextual calibration (Zhao et al., 2021): each question's lean on these
-    # is measured at load and subtracted, so the same prompt works on another checkpoint.
+    # How each question's lean is measured at load and subtracted, so the same prompt works on another
+    # checkpoint: "content_free" (its log-odds on calibration_texts, Zhao et al., 2021), a name from
+    # pipeline.calibration.ESTIMATORS (read off calibration_reviews), or "none".
+    calibration: str = "content_free"
     calibration_texts: tuple[str, ...] = ("N/A", "无", "[内容]")
+    calibration_reviews: tuple[tuple[str, str], ...] = CALIBRATION_REVIEWS
     uncertain_below: float = 0.0  # a label whose confidence is under this is flagged uncertain
 
     # Drop each sentence, line or bracketed aside that names an answer word or carries chat structure,
@@ -118,6 +123,9 @@ SENTIMENT_PROMPT = SentimentPrompt(
     redact=ANSWER_WORDS,
     redact_patterns=CHAT_STRUCTURE,
     drop_segments=True,
+    # Halfway between the median log-odds of shipped clear 正面 and 负面 dev reviews: a lean read off
+    # reviews rather than off "N/A" (bench.sentiment --clear reports every estimator; bench/README.md).
+    calibration="dev_midpoint",
     # Flags about as many dev reviews as are mixed among the hand-read ones (21%); bench.prompt_robust --fit.
     uncertain_below=0.62,
 )

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from .calibration import ESTIMATORS
 from .chat_format import encode_pieces, encode_text
 from .errors import ModelCompatibilityError
 from .packing import head_rows
@@ -33,8 +34,8 @@ class SentimentScorer:
     read once; each question after it (a few tokens: closing fence, question, assistant turn, our opening
     words) is a row of one small batched forward on the review's cache, so k questions cost the review's
     tokens once plus k short suffixes. Each question gives the log-odds of LABELS[0] over LABELS[1]
-    (answer words summed per label), minus its bias on content-free inputs when calibrating; the label
-    comes from the mean over questions.
+    (answer words summed per label), minus its bias (prompt.calibration, measured here at load); the
+    label comes from the mean over questions.
     """
 
     def __init__(self, model, tokenizer, prompt: SentimentPrompt, calibrate: bool = True):
@@ -65,12 +66,37 @@ class SentimentScorer:
         with torch.inference_mode():
             out = model.base_model(input_ids=torch.tensor([self.prefix_ids]), use_cache=True)
         self._prefix_cache = out.past_key_values
-        # Each question's log-odds on content-free inputs (Zhao et al., 2021): its lean before any review.
+        self.tokenizer = tokenizer
+        # Each question's lean, subtracted from its log-odds (prompt.calibration; pipeline/calibration.py).
         self.bias = torch.zeros(len(prompt.questions))
-        if calibrate and prompt.calibration_texts:
-            self.bias = torch.stack([
-                self.question_log_odds(encode_text(tokenizer, self.quote(text))) for text in prompt.calibration_texts
-            ]).mean(0)
+        self.calibration_log_odds: torch.Tensor | None = None  # raw, on prompt.calibration_reviews
+        if calibrate and prompt.calibration == "content_free":
+            self.bias = self.content_free_bias()
+        elif calibrate and prompt.calibration != "none":
+            if prompt.calibration not in ESTIMATORS:
+                raise ValueError(f"unknown calibration {prompt.calibration!r}: content_free, none or one of {list(ESTIMATORS)}")
+            self.calibration_log_odds = self.reviews_log_odds([text for text, _ in prompt.calibration_reviews])
+            self.bias = ESTIMATORS[prompt.calibration](
+                self.calibration_log_odds, [label for _, label in prompt.calibration_reviews], LABELS[0])
+
+    def content_free_bias(self) -> torch.Tensor:
+        """Each question's mean log-odds on the prompt's content-free inputs (Zhao et al., 2021)."""
+        if not self.prompt.calibration_texts:
+            return torch.zeros(len(self.prompt.questions))
+        return torch.stack([self.question_log_odds(encode_text(self.tokenizer, self.quote(text)))
+                            for text in self.prompt.calibration_texts]).mean(0)
+
+    def reviews_log_odds(self, texts: Sequence[str]) -> torch.Tensor:
+        """Raw log-odds (texts, questions), read in two batched forwards: the shorter half, then the longer,
+        so little of either is padding."""
+        ids = [encode_text(self.tokenizer, self.quote(text)) for text in texts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = torch.zeros(len(ids), len(self.prompt.questions))
+        half = (len(order) + 1) // 2
+        for part in (order[:half], order[half:]):
+            if part:
+                out[part] = self.batch_log_odds([ids[i] for i in part])
+        return out
 
     def quote(self, text: str) -> str:
         """The review as it goes inside the fence (see SentimentPrompt.quote)."""

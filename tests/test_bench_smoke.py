@@ -341,7 +341,9 @@ def test_the_adopted_layout_is_the_one_measured_as_tagged_drop():
     from pipeline.prompts import SENTIMENT_PROMPT
 
     measured = prompt_robust.VARIANTS["tagged_drop"]
-    assert dataclasses.replace(measured, uncertain_below=SENTIMENT_PROMPT.uncertain_below) == SENTIMENT_PROMPT
+    # The layout was measured there; its threshold and calibration were chosen after (bench/README.md).
+    adopted = dict(uncertain_below=SENTIMENT_PROMPT.uncertain_below, calibration=SENTIMENT_PROMPT.calibration)
+    assert dataclasses.replace(measured, **adopted) == SENTIMENT_PROMPT
 
 
 def test_packing_bench_times_both_layouts_in_turn_and_reports_them(tmp_path):

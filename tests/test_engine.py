@@ -466,12 +466,67 @@ def test_chat_cancelled_while_waiting_for_the_model_never_runs(tiny_engine):
 
 
 def test_contextual_calibration_makes_content_free_inputs_neutral(tiny_engine):
-    scorer = tiny_engine.sentiment
+    from pipeline.sentiment import SentimentScorer
+
+    prompt = dataclasses.replace(tiny_engine.sentiment.prompt, calibration="content_free")
+    scorer = SentimentScorer(tiny_engine.model, tiny_engine.tokenizer, prompt)
     texts = scorer.prompt.calibration_texts
     assert texts and scorer.bias.abs().sum() > 0  # a random model has some lean to remove
-    confidences = [tiny_engine.classify(text).scores[LABELS[0]] for text in texts]
+    confidences = [scorer.parse(scorer.question_log_odds(quoted_ids(tiny_engine, text)), 0.0).scores[LABELS[0]]
+                   for text in texts]
     margins = [math.log(c / (1 - c)) for c in confidences]
     assert sum(margins) / len(margins) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_the_engine_calibrates_on_the_shipped_reviews_at_load(tiny_engine):
+    from pipeline.calibration import CALIBRATION_REVIEWS, midpoint_bias
+
+    scorer = tiny_engine.sentiment
+    assert scorer.prompt.calibration == "dev_midpoint" and scorer.prompt.calibration_reviews == CALIBRATION_REVIEWS
+    # Computed at load, in batched forwards, from what each review scores alone.
+    alone = torch.stack([scorer.question_log_odds(quoted_ids(tiny_engine, text)) for text, _ in CALIBRATION_REVIEWS])
+    assert scorer.calibration_log_odds.shape == alone.shape
+    assert torch.allclose(scorer.calibration_log_odds, alone, atol=1e-4)
+    expected = midpoint_bias(alone, [label for _, label in CALIBRATION_REVIEWS], LABELS[0])
+    assert torch.allclose(scorer.bias, expected, atol=1e-4) and scorer.bias.abs().sum() > 0
+    assert not torch.allclose(scorer.bias, scorer.content_free_bias(), atol=1e-3)  # not the content-free guess
+
+
+@pytest.mark.parametrize("text", ["这家酒店的服务很好", "我1月15日拿到电脑，到6月18日，维修了4次，硬盘坏了3块。", "a"])
+def test_calibration_is_applied_the_same_on_the_cached_and_uncached_paths(tiny_engine, text):
+    scorer = tiny_engine.sentiment
+    ids = quoted_ids(tiny_engine, text)
+    raw = {cached: scorer.question_log_odds(ids, use_prefix_cache=cached) for cached in (True, False)}
+    results = {cached: scorer.parse(log_odds, 0.0) for cached, log_odds in raw.items()}
+    expected = 1 / (1 + math.exp(-float((raw[False] - scorer.bias).mean())))
+    for result in results.values():
+        assert result.scores[LABELS[0]] == pytest.approx(expected, abs=1e-4)
+    assert results[True].label == results[False].label == tiny_engine.classify(text).label
+    assert tiny_engine.classify(text).confidence == pytest.approx(results[False].confidence, abs=1e-4)
+
+
+def test_batch_labels_equal_one_by_one_with_the_calibration(tiny_engine):
+    from pipeline.calibration import CALIBRATION_REVIEWS
+
+    texts = [text[:24] for text, _ in CALIBRATION_REVIEWS[:6]] + ["好", "物流慢，包装破损，非常失望。"]
+    together = tiny_engine.classify_many(texts)
+    alone = [tiny_engine.classify(text) for text in texts]
+    assert [r.label for r in together] == [r.label for r in alone]
+    assert [r.confidence for r in together] == pytest.approx([r.confidence for r in alone], abs=1e-4)
+    assert tiny_engine.sentiment.bias.abs().sum() > 0  # the calibration is in play on both paths
+
+
+def test_calibration_estimators_on_known_log_odds():
+    from pipeline.calibration import ESTIMATORS
+
+    labels = ["正面"] * 4 + ["负面"] * 4
+    log_odds = torch.tensor([[3.0], [2.0], [1.0], [0.5], [1.5], [-1.0], [-2.0], [-3.0]])
+    bias = {name: float(f(log_odds, labels, "正面")) for name, f in ESTIMATORS.items()}
+    assert bias["dev_mean"] == pytest.approx(0.25)
+    assert bias["dev_midpoint"] == pytest.approx(0.0)  # medians 1.5 and -1.5
+    # Cut at -0.25 (between -1 and 0.5): one error (the 负面 at 1.5); at 0.75: two, one each way.
+    assert bias["dev_best_accuracy"] == pytest.approx(-0.25)
+    assert bias["dev_equal_error"] == pytest.approx(0.75)
 
 
 def test_confidence_is_the_sigmoid_of_the_mean_calibrated_log_odds(tiny_engine):

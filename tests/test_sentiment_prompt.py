@@ -64,3 +64,17 @@ def test_segments_cover_the_text(text):
     from pipeline.prompts import _SEGMENT
 
     assert "".join(_SEGMENT.findall(text)) == text
+
+
+def test_calibration_reviews_are_the_first_short_clear_dev_reviews_of_each_class():
+    from bench import data
+    from bench.prompt_robust import load_dev_verdicts
+    from pipeline.calibration import CALIBRATION_MAX_CHARS, CALIBRATION_PER_CLASS, CALIBRATION_REVIEWS
+
+    verdicts, dev = load_dev_verdicts(), data.dev()
+    for label in ("正面", "负面"):
+        expected = [dev[i][0] for i in sorted(verdicts) if verdicts[i] == "agree" and dev[i][1] == label
+                    and len(dev[i][0]) <= CALIBRATION_MAX_CHARS][:CALIBRATION_PER_CLASS]
+        assert [text for text, got in CALIBRATION_REVIEWS if got == label] == expected
+        assert len(expected) == CALIBRATION_PER_CLASS
+    assert PROMPT.calibration == "dev_midpoint"  # the adopted estimator (bench/README.md, issue 25)

@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{k + 1}/{len(bases)} bases", file=sys.stderr, flush=True)
     families = {name: {"seen": seen, "templates": [list(t) for t in templates]} for name, (seen, templates) in FAMILIES.items()}
     result = {"bench": "injection", "provenance": prov, "cpu_share": cpu.stop(), "elapsed_s": time.time() - started,
-              "families": families, "bases": [{"index": i, "label": l, "chars": len(t)} for i, t, l in bases],
+              "families": families, "bases": [{"index": i, "label": gold, "chars": len(t)} for i, t, gold in bases],
               "truncated": deadline.expired, **summarise(rows, methods),
               "candidates": candidate_holds(rows, methods, engine), "items": rows}
     if model["kind"] == "random":
@@ -172,7 +172,7 @@ def summarise(rows: list[dict[str, Any]], methods: Sequence[str]) -> dict[str, A
         clean = {r["index"]: r[m]["label"] == r["gold"] for r in rows if r["family"] == "clean"}
         att = [r for r in rows if r["family"] != "clean"]
         ok = [r for r in att if clean.get(r["index"])]
-        held = lambda rs: _share([r[m]["label"] == r["gold"] for r in rs])  # noqa: E731
+        held = lambda rs, m=m: _share([r[m]["label"] == r["gold"] for r in rs])
         out["methods"][m] = {
             "attacked_items": len(att), "attacked_clean_correct": len(ok),
             "holds": held(ok),

@@ -139,16 +139,16 @@ def fit(result: dict, gold: list[str], verdicts: dict[int, str]) -> dict:
     margins, bias = result["clean_margins"], result["bias"]
 
     def nll(t: float) -> float:
-        return -statistics.fmean(math.log(max(1e-12, c if l == g else 1 - c))
-                                 for (l, c), g in zip(confidences(margins, bias, t), gold))
+        return -statistics.fmean(math.log(max(1e-12, c if label == g else 1 - c))
+                                 for (label, c), g in zip(confidences(margins, bias, t), gold))
 
     temps = [round(0.5 + 0.1 * k, 1) for k in range(46)]
     best_t = min(temps, key=nll)
     out = {"ece_t1": calibration_error([c for _, c in confidences(margins, bias)],
-                                       [l == g for (l, _), g in zip(confidences(margins, bias), gold)])["ece"],
+                                       [label == g for (label, _), g in zip(confidences(margins, bias), gold)])["ece"],
            "nll_t1": nll(1.0), "best_temperature": best_t, "nll_best": nll(best_t),
            "ece_best": calibration_error([c for _, c in confidences(margins, bias, best_t)],
-                                         [l == g for (l, _), g in zip(confidences(margins, bias, best_t), gold)])["ece"]}
+                                         [label == g for (label, _), g in zip(confidences(margins, bias, best_t), gold)])["ece"]}
     read = sorted(verdicts)
     conf = confidences([margins[i] for i in read], bias)
     mixed = [verdicts[i] == "mixed" for i in read]

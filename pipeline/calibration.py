@@ -79,7 +79,7 @@ def _threshold_bias(log_odds: torch.Tensor, labels: Sequence[str], first: str, k
         xs = [v for v, _ in values]
         cuts = [xs[0] - 1.0] + [(a + b) / 2 for a, b in zip(xs, xs[1:])] + [xs[-1] + 1.0]
         scored = []
-        for k, cut in enumerate(cuts):  # cut k: the first k sorted items fall to the second label
+        for k in range(len(cuts)):  # cut k: the first k sorted items fall to the second label
             fn = sum(is_first for _, is_first in values[:k])
             fp = sum(not is_first for _, is_first in values[k:])
             scored.append(key(fp, fn))

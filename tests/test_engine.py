@@ -478,11 +478,13 @@ def test_contextual_calibration_makes_content_free_inputs_neutral(tiny_engine):
     assert sum(margins) / len(margins) == pytest.approx(0.0, abs=1e-4)
 
 
-def test_the_engine_calibrates_on_the_shipped_reviews_at_load(tiny_engine):
+def test_a_review_calibration_is_read_off_the_shipped_reviews(tiny_engine):
     from pipeline.calibration import CALIBRATION_REVIEWS, midpoint_bias
+    from pipeline.sentiment import SentimentScorer
 
-    scorer = tiny_engine.sentiment
-    assert scorer.prompt.calibration == "dev_midpoint" and scorer.prompt.calibration_reviews == CALIBRATION_REVIEWS
+    prompt = dataclasses.replace(tiny_engine.sentiment.prompt, calibration="dev_midpoint")
+    scorer = SentimentScorer(tiny_engine.model, tiny_engine.tokenizer, prompt)
+    assert scorer.prompt.calibration_reviews == CALIBRATION_REVIEWS
     # Computed at load, in batched forwards, from what each review scores alone.
     alone = torch.stack([scorer.question_log_odds(quoted_ids(tiny_engine, text)) for text, _ in CALIBRATION_REVIEWS])
     assert scorer.calibration_log_odds.shape == alone.shape

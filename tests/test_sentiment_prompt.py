@@ -77,4 +77,4 @@ def test_calibration_reviews_are_the_first_short_clear_dev_reviews_of_each_class
                     and len(dev[i][0]) <= CALIBRATION_MAX_CHARS][:CALIBRATION_PER_CLASS]
         assert [text for text, got in CALIBRATION_REVIEWS if got == label] == expected
         assert len(expected) == CALIBRATION_PER_CLASS
-    assert PROMPT.calibration == "dev_midpoint"  # the adopted estimator (bench/README.md, issue 25)
+    assert PROMPT.calibration == "content_free"  # the adopted estimator (bench/README.md, issue 25)

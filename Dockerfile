@@ -64,7 +64,7 @@ RUN --mount=type=bind,source=weights,target=/context-weights \
                 "weights/$MODEL_NAME/ in the build context (see weights/README.md)." >&2; exit 1; }; \
     fi
 # Conversion checks the folder with the app's own loader check, so it needs the modules that check imports.
-COPY pipeline/loading.py pipeline/settings.py pipeline/config.py pipeline/prompts.py pipeline/
+COPY pipeline/loading.py pipeline/settings.py pipeline/config.py pipeline/prompts.py pipeline/calibration.py pipeline/
 RUN --mount=type=bind,source=weights,target=/context-weights \
     set -eu; \
     src="/context-weights/$MODEL_NAME"; [ -d "$src" ] || src="/download/$MODEL_NAME"; \

@@ -9,7 +9,7 @@ written by whoever sent the request, so they may be forged). Nothing here import
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 # uvicorn's default when FORWARDED_ALLOW_IPS is unset: a proxy on the same host.
 DEFAULT_TRUSTED = ""  # no proxy: the connection's own address is the client
@@ -88,6 +88,11 @@ def client_key(peer: str | None, headers: Mapping[str, str] | None, trusted: Tru
         getlist = getattr(headers, "getlist", None)
         forwarded = getlist("x-forwarded-for") if getlist is not None else headers.get("x-forwarded-for")
     return address_key(client_address(peer, forwarded, trusted))
+
+
+def request_client(request: Any, trusted: TrustedProxies) -> str | None:
+    """The gate's client for a request of any door (Starlette's or gr.Request: both have .client and .headers)."""
+    return client_key(request.client.host if request.client else None, request.headers, trusted)
 
 
 def session_key(session_id: str) -> str:

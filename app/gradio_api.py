@@ -15,7 +15,7 @@ import gradio as gr
 
 from pipeline import LABELS, Mode, UserInputError
 
-from .client_key import TrustedProxies, client_key
+from .client_key import TrustedProxies, request_client
 from .gate import Cancelled, Job
 from .service import ModelService
 from .http_api import classify_result
@@ -110,19 +110,16 @@ def add_named_api(demo: gr.Blocks, service: ModelService, trusted: TrustedProxie
     """
     trusted = trusted or TrustedProxies()
 
-    def client(request: gr.Request) -> str | None:
-        return client_key(request.client.host if request.client else None, request.headers, trusted)
-
     async def sentiment(text: str, request: gr.Request) -> SentimentResult:
-        return await sentiment_api(service, text, client(request))
+        return await sentiment_api(service, text, request_client(request, trusted))
 
     async def chat(message: str, history: list[dict[str, str]] | None = None,
                    request: gr.Request = None) -> AsyncIterator[str]:
-        async for text in chat_api(service, message, history, client(request)):
+        async for text in chat_api(service, message, history, request_client(request, trusted)):
             yield text
 
     async def classify_many(texts: list[str], request: gr.Request) -> dict:
-        return await classify_many_api(service, texts, client(request))
+        return await classify_many_api(service, texts, request_client(request, trusted))
 
     for fn, description in ((sentiment, SENTIMENT_DOC), (chat, CHAT_DOC), (classify_many, CLASSIFY_MANY_DOC)):
         # Resolved annotations (this module's are strings, PEP 563): the API page shows real types, not "Any".

@@ -19,7 +19,7 @@ from pipeline import Sentiment, UserInputError
 from pipeline.batch import BatchProgress
 from pipeline.request import json_type
 
-from .client_key import TrustedProxies, client_key
+from .client_key import TrustedProxies, request_client
 from .gate import Cancelled, Job
 from .service import Answer, ModelService
 from .streaming import result_of
@@ -50,16 +50,22 @@ class ClassifyBody(BaseModel):
 EXAMPLES = {InferBody: '{"text": "..."}', ClassifyBody: '{"texts": ["...", "..."]}'}
 
 
-def parse_body(body: bytes, model: type[BaseModel] = InferBody) -> BaseModel:
-    """A raw JSON API body as its request model, or UserInputError saying what is wrong."""
+def json_object(body: bytes, example: str) -> dict[str, Any]:
+    """A raw body as a JSON object, or UserInputError saying what it is instead (example: what to send)."""
     try:
         payload = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise UserInputError("the body is not UTF-8 text") from None
     except (ValueError, RecursionError):
-        raise UserInputError(f"the body is not valid JSON; send {EXAMPLES[model]}") from None
+        raise UserInputError(f"the body is not valid JSON; send {example}") from None
     if not isinstance(payload, dict):
         raise UserInputError(f"the body must be a JSON object, not {json_type(payload)}")
+    return payload
+
+
+def parse_body(body: bytes, model: type[BaseModel] = InferBody) -> BaseModel:
+    """A raw JSON API body as its request model, or UserInputError saying what is wrong."""
+    payload = json_object(body, EXAMPLES[model])
     # Checked here, not left to pydantic: field names are the caller's text and may hold lone surrogates.
     unknown = sorted(set(payload) - set(model.model_fields))
     if unknown:
@@ -139,7 +145,7 @@ async def _answer(request: Request, limit: int, model: type[BaseModel], what: st
     """Read, parse and run one JSON request (its client: the caller's address); every outcome in the API's shape."""
     try:
         body = parse_body(await read_body(request, limit), model)
-        job = Job(client_key(request.client.host if request.client else None, request.headers, trusted))
+        job = Job(request_client(request, trusted))
         return JSONResponse(result(await result_of(lambda: work(body, job), job, client=request)))
     except BodyTooLarge:
         return error(413, f"the body is too large; the limit is {limit} bytes")

@@ -26,7 +26,7 @@ from pipeline import Mode, UserInputError
 from pipeline.messages import refusal
 from pipeline.request import Sampling
 
-from .client_key import TrustedProxies, client_key
+from .client_key import TrustedProxies, request_client
 from .gate import Cancelled, Job
 from .service import Answer, ModelService
 from .http_api import read_body, BodyTooLarge
@@ -177,13 +177,12 @@ def openai_router(service: ModelService, model_id: str | None = None, max_body_b
             if sampling != Sampling():  # nothing asked: the engine's own settings, the page's very path
                 prepared = dataclasses.replace(prepared, sampling=sampling)
             completion = Completion(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), name, prepared)
-            stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-            job = Job(client_key(request.client.host if request.client else None, request.headers, trusted))
+            job = Job(request_client(request, trusted))
             try:
                 steps = service.run(prepared, job)  # admitted now: Busy before any response is started
             except UserInputError as exc:
                 raise refusal_error(exc, None) from None
-            pieces = run_completion(steps, completion, job, stops)
+            pieces = run_completion(steps, completion, job, body.stops)
             count = service.engine.message_ids
             if body.stream:
                 usage = bool(body.stream_options and body.stream_options.include_usage)

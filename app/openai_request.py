@@ -4,7 +4,6 @@ OpenAI's error shape, {"error": {"message", "type", "param", "code"}}, for every
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from pipeline import UserInputError
 from pipeline.request import json_type
 
-from .http_api import RETRY_AFTER_S, STATUS_BY_REFUSAL
+from .http_api import RETRY_AFTER_S, STATUS_BY_REFUSAL, json_object
 
 # OpenAI's own limit on stop sequences.
 MAX_STOP = 4
@@ -83,6 +82,11 @@ class ChatCompletionBody(BaseModel):
     # Extension: also the sentiment label of the last user message (the gate runs both roles, label first).
     sentiment: StrictBool | None = False
 
+    @property
+    def stops(self) -> list[str]:
+        """`stop` as a list (one string, several, or none)."""
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
 
 @dataclasses.dataclass(frozen=True)
 class Conversation:
@@ -96,13 +100,9 @@ class Conversation:
 def parse_chat_body(raw: bytes) -> ChatCompletionBody:
     """The body as its model, or OpenAIError(400) naming the parameter at fault."""
     try:
-        payload = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise OpenAIError(400, "the body is not UTF-8 text") from None
-    except (ValueError, RecursionError):
-        raise OpenAIError(400, 'the body is not valid JSON; send {"model": "...", "messages": [...]}') from None
-    if not isinstance(payload, dict):
-        raise OpenAIError(400, f"the body must be a JSON object, not {json_type(payload)}")
+        payload = json_object(raw, '{"model": "...", "messages": [...]}')
+    except UserInputError as exc:
+        raise OpenAIError(400, str(exc)) from None
     try:
         body = ChatCompletionBody.model_validate(payload)
     except ValidationError as exc:
@@ -111,8 +111,7 @@ def parse_chat_body(raw: bytes) -> ChatCompletionBody:
         raise OpenAIError(400, f"{param}: {first['msg']}" if param else first["msg"], param) from None
     if body.n not in (None, 1):
         raise OpenAIError(400, f"n must be 1: this server returns one choice per request, got {body.n}", "n")
-    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
-    if len(stops) > MAX_STOP or not all(stops):
+    if len(body.stops) > MAX_STOP or not all(body.stops):
         raise OpenAIError(400, f"stop takes at most {MAX_STOP} non-empty strings", "stop")
     return body
 

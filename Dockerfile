@@ -64,14 +64,25 @@ RUN --mount=type=bind,source=weights,target=/context-weights \
                 "weights/$MODEL_NAME/ in the build context (see weights/README.md)." >&2; exit 1; }; \
     fi
 # Conversion checks the folder with the app's own loader check, so it needs the modules that check imports.
-COPY pipeline/loading.py pipeline/settings.py pipeline/config.py pipeline/prompts.py pipeline/calibration.py pipeline/
+COPY pipeline/loading.py pipeline/settings.py pipeline/config.py pipeline/prompts.py pipeline/calibration.py pipeline/calibration_reviews.tsv pipeline/
 RUN --mount=type=bind,source=weights,target=/context-weights \
     set -eu; \
     src="/context-weights/$MODEL_NAME"; [ -d "$src" ] || src="/download/$MODEL_NAME"; \
     /opt/venv/bin/python -m pipeline.weights --from-dir "$src" --dest "/weights/$MODEL_NAME"; \
     /opt/venv/bin/python -m pipeline.weights --verify "/weights/$MODEL_NAME"
 
-# Stage 3: the runtime. No compilers, no pip cache, no network needed; Hugging Face Spaces runs it as uid 1000.
+# Stage 3: the sentiment calibration for these weights and this prompt (pipeline/calibration.py), a minute of
+# forwards over 300 shipped reviews done here once, so the image starts without it. CALIBRATE_AT_BUILD=0 skips it
+# (a build under emulation, where it takes far longer): each container then computes it at its first start.
+FROM weights AS calibration
+ARG MODEL_NAME
+ARG CALIBRATE_AT_BUILD=1
+COPY pipeline/ pipeline/
+RUN set -eu; if [ "$CALIBRATE_AT_BUILD" = 1 ]; then \
+      /opt/venv/bin/python -m pipeline.calibration --model-dir "/weights/$MODEL_NAME"; \
+    else echo '{}' > "/weights/$MODEL_NAME/sentiment-calibration.json"; fi
+
+# Stage 4: the runtime. No compilers, no pip cache, no network needed; Hugging Face Spaces runs it as uid 1000.
 FROM ${BASE_IMAGE} AS runtime
 ARG MODEL_NAME
 RUN useradd --uid 1000 --create-home --home-dir /home/user --shell /bin/sh user
@@ -89,6 +100,7 @@ ENV HOME=/home/user \
     GRADIO_SERVER_PORT=7860
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=weights /weights/${MODEL_NAME} /app/weights/${MODEL_NAME}
+COPY --from=calibration /weights/${MODEL_NAME}/sentiment-calibration.json /app/weights/${MODEL_NAME}/
 WORKDIR /app
 COPY pipeline/ pipeline/
 # The web layer (the service, the APIs, the page's parts and its static files) and demo.py, the entry point.

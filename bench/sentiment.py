@@ -82,15 +82,19 @@ def candidates(rows: list[dict[str, Any]], methods: Sequence[str], engine) -> di
 
 
 def calibration_cost(engine, repeats: int = 2) -> dict[str, list[float]]:
-    """Seconds to build the scorer with no, the content-free and the adopted calibration, interleaved."""
+    """Seconds to build the scorer with no, the content-free and the adopted calibration (that one as a start
+    finds it, in the engine's cache), interleaved; then the adopted one computed as a first start does."""
     import dataclasses
 
     from pipeline.sentiment import SentimentScorer
 
     out: dict[str, list[float]] = {}
-    for cal in ("none", "content_free", engine.sentiment.prompt.calibration) * repeats:
+    adopted = engine.sentiment.prompt.calibration
+    for cal, cache in (("none", None), ("content_free", None), (adopted, engine.bias_cache)) * repeats + \
+            ((f"{adopted}, computed", None),):
         started = time.perf_counter()
-        SentimentScorer(engine.model, engine.tokenizer, dataclasses.replace(engine.sentiment.prompt, calibration=cal))
+        SentimentScorer(engine.model, engine.tokenizer,
+                        dataclasses.replace(engine.sentiment.prompt, calibration=cal.split(",")[0]), cache=cache)
         out.setdefault(cal, []).append(time.perf_counter() - started)
     return out
 

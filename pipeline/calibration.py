@@ -1,57 +1,39 @@
-"""Calibration on what reviews look like: the bias taken off each question's log-odds, measured at load.
+"""Calibration on what reviews look like: the bias taken off each question's log-odds, per checkpoint.
 
 A content-free input ("N/A", "无") guesses the model's lean before any review, but a review is not
 content-free: on one checkpoint that guess moved plain complaints to 正面. Here the lean is read off
 real reviews instead: the scorer runs CALIBRATION_REVIEWS (shipped with the code, so any checkpoint
-recomputes its own bias at load in one batched forward) and an estimator below turns their raw
-log-odds and labels into the bias. Every estimator is kept so the benches can report them side by side.
+computes its own bias) and an estimator below turns their raw log-odds and labels into the bias. A
+steady estimate needs a few hundred reviews (about a minute of forwards on two cores), so the bias is
+kept in a BiasCache keyed by the checkpoint and the prompt: the image computes it at build, a local
+run at its first start. Every estimator is kept so the benches can report them side by side.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-# Reviews whose label is clear, half of each class: bench/dev_reviewed.tsv's "agree" items (hand-read dev
-# reviews; the dev split is the only one read while writing prompts), the first CALIBRATION_PER_CLASS of
-# each class in bench.data.dev() order among those of at most CALIBRATION_MAX_CHARS characters. Short, so
-# their batched forward at load stays small; tests/test_sentiment_prompt.py checks they still come from dev.
-CALIBRATION_PER_CLASS, CALIBRATION_MAX_CHARS = 16, 60
-CALIBRATION_REVIEWS: tuple[tuple[str, str], ...] = (
-    ('地理位置很好，在南湖旁边，透过房间的窗户就能看到南湖，很是写意。', "正面"),
-    ('模具较差，指示灯有漏光的现象。 发热较大，电池持续时间一般。', "负面"),
-    ('做工不错,比我的THINKPAD R61做工还好,配置性价比高,价格便宜,以前7000多元,现在4000多就买了', "正面"),
-    ('换内存不是很方便，没有XP操作系统。', "负面"),
-    ('机场接机路上就办好了入住手续；再次入住时提前做好了夜床，调热了室温，号称预前服务。', "正面"),
-    ('3)入住花了差不多二十分钟,其实前台客人并不多,主要是工作人员明显是生手,而且态度还很生硬', "负面"),
-    ('完美屏啊~还送包~~性价比很高！', "正面"),
-    ('预定了书，但是没有拿到书，郁闷！', "负面"),
-    ('硬盘通电6小时，完美屏。运气好啊~~~~~', "正面"),
-    ('当当网中到底有没有这本书啊?????为什么要留下钱而不发书?????这这真让人扫兴!!!!!!', "负面"),
-    ('我的家人都很喜欢，这本书买对了。呵呵，欢迎同好与我再交流，toryhellen@sina.com.', "正面"),
-    ('除了主散热，其他的散热片不是铜的', "负面"),
-    ('总体来说这次还是很满意的。', "正面"),
-    ('3煲水的水煲都没洗干净还有黑黑的水垢都有，连倒水出来哪里都还是有。', "负面"),
-    ('价格便宜，配置不错：T4200,GL40,SAMSUNG 1G (800)。', "正面"),
-    ('早餐有时8点结束，刷卡不方便，还要压现金，房间打扫不及时', "负面"),
-    ('对方很中意 因为竟然有 NHK', "正面"),
-    ('6、屏幕效果似乎有问题（也许我还没有调节好对比度）', "负面"),
-    ('3.性能强大,跑大型软件和游戏也得心应手.', "正面"),
-    ('价格和房间严重不成比例的宾馆', "负面"),
-    ('酒店房间很大，这是最大的优点。设施不是很新，楼道的空调太冷了，只能把房间的空调关掉。总体还是不错的', "正面"),
-    ('4799买的，啥也没送，现在4599还送大礼包，感觉好亏', "负面"),
-    ('LED屏幕各方面表现不错', "正面"),
-    ('装机要改BIOS', "负面"),
-    ('键盘：手感不错，大小也合适。', "正面"),
-    ('房间空气非常差，一打开门一股非常大的烟味和霉味迎面扑来', "负面"),
-    ('3、散热性好，手腕位置都不怎么热，风扇没转过。', "正面"),
-    ('很烂的三星级，阴暗。睡个觉而已。马路对面的干锅还可以。', "负面"),
-    ('驱动似乎没有想象中的难装。。。', "正面"),
-    ('4,机身没有调音量的按钮.', "负面"),
-    ('性价比很高，这种配置除了神舟的其他牌子很难做到~', "正面"),
-    ('怎么没光盘,光盘竟然在第二本书里面!逼我一定要买两本,商业诈骗', "负面"),
-)
+log = logging.getLogger(__name__)
+
+# The whole dev split of bench/data.py (150 reviews of each class, their corpus labels): the only reviews
+# read while writing prompts. All of it rather than a clear-read few: the mean over 300 moves by about
+# 0.06 under resampling, over 32 by 0.16 (bench/README.md); tests/test_sentiment_prompt.py checks the file.
+CALIBRATION_REVIEWS_TSV = Path(__file__).with_name("calibration_reviews.tsv")
+
+
+def _read_reviews(path: Path) -> tuple[tuple[str, str], ...]:
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]  # after the "label<TAB>text" header
+    return tuple((text, label) for label, text in (line.split("\t", 1) for line in lines if line))
+
+
+CALIBRATION_REVIEWS: tuple[tuple[str, str], ...] = _read_reviews(CALIBRATION_REVIEWS_TSV)
 
 
 def _column_split(log_odds: torch.Tensor, labels: Sequence[str], first: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,3 +100,85 @@ def candidate_biases(scorer) -> dict[str, float]:
     labels = [label for _, label in reviews]
     out = {"none": 0.0, "content_free": float(scorer.content_free_bias().mean())}
     return out | {name: float(f(raw, labels, scorer.labels[0]).mean()) for name, f in ESTIMATORS.items()}
+
+
+CACHE_FILE = "sentiment-calibration.json"
+
+
+def model_fingerprint(model) -> str:
+    """A checkpoint's identity from its weights: every tensor's name, shape and 64 values spread over it.
+
+    Read before the linear layers are packed (pipeline/packing.py), so it is the checkpoint's, not the kernels'.
+    """
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            flat = tensor.reshape(-1)
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(flat[::max(1, flat.numel() // 64)][:64].float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def user_cache_dir() -> Path:
+    """Where a bias goes when the model folder is read-only (as in the image, run as uid 1000)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwen-allinone"
+
+
+class BiasCache:
+    """Review-read biases already computed, by key (checkpoint, prompt, tokens, estimator), in a JSON file:
+    the model folder's CACHE_FILE first, else one in the user's cache folder."""
+
+    def __init__(self, model_dir: str | Path, fingerprint: str):
+        self.fingerprint = fingerprint
+        model_dir = Path(model_dir)
+        self.paths = (model_dir / CACHE_FILE, user_cache_dir() / f"{model_dir.name}-{CACHE_FILE}")
+
+    def key(self, *parts) -> str:
+        """Everything the bias depends on besides the fingerprint: token ids, labels, the estimator's name."""
+        return hashlib.sha256(json.dumps([self.fingerprint, *parts], ensure_ascii=False).encode()).hexdigest()
+
+    def get(self, key: str) -> tuple[list[float], Path] | None:
+        """(bias, the file it came from), or None."""
+        for path in self.paths:
+            try:
+                return [float(b) for b in json.loads(path.read_text(encoding="utf-8"))[key]["bias"]], path
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
+
+    def put(self, key: str, entry: dict) -> Path | None:
+        """Add the entry to the first file that can be written (atomically); the path, or None."""
+        for path in self.paths:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    entries = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    entries = {}
+                entries = (entries if isinstance(entries, dict) else {}) | {key: entry}
+                partial = path.with_name(f".{path.name}.{os.getpid()}")
+                partial.write_text(json.dumps(entries, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+                os.replace(partial, path)
+                return path
+            except OSError as error:
+                log.debug("calibration cache %s not written: %s", path, error)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Compute and keep this checkpoint's sentiment bias (the image's build runs this), printing where."""
+    import argparse
+
+    from .engine import load_engine
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    engine = load_engine(args.model_dir)
+    print(f"{engine.settings.sentiment_prompt.calibration} bias {engine.sentiment.bias.tolist()} "
+          f"({engine.sentiment.bias_source})")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from . import batch, chat_format, packing
+from .calibration import BiasCache, model_fingerprint
 from .chat import BetweenTokens, ChatStream, GenerationCounts, trim_history
 from .errors import UserInputError
 from .loading import load_model
@@ -64,13 +65,15 @@ class Engine(GenerationCounts):
         # Layers are packed before the scorer caches its prefix, so the cache comes from the same
         # kernels as every request; the head after, so the scorer copies its two rows from a dense one.
         pack, pack_head, self.linear_path = self._packing_decision(model, settings)
+        self.bias_cache = BiasCache(settings.model_dir, model_fingerprint(model))  # the weights before packing
         self.packed_linears = packing.pack_decoder_linears(model) if pack else 0
         with self._lock.hold():
             started = time.perf_counter()
-            self.sentiment = SentimentScorer(model, tokenizer, settings.sentiment_prompt)
+            self.sentiment = SentimentScorer(model, tokenizer, settings.sentiment_prompt, cache=self.bias_cache)
         # The calibration is this checkpoint's own (pipeline/calibration.py): its cost and bias belong in the log.
-        log.info("sentiment: prefix cached, %s calibration bias %s, in %.1f s", settings.sentiment_prompt.calibration,
-                 [round(b, 3) for b in self.sentiment.bias.tolist()], time.perf_counter() - started)
+        log.info("sentiment: prefix cached, %s calibration bias %s (%s), in %.1f s", settings.sentiment_prompt.calibration,
+                 [round(b, 3) for b in self.sentiment.bias.tolist()], self.sentiment.bias_source,
+                 time.perf_counter() - started)
         if pack_head and packing.pack_output_head(model):
             self.packed_linears += 1
         log.info("linear layers: %s", self.linear_path)

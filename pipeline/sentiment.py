@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from .calibration import ESTIMATORS
+from .calibration import ESTIMATORS, BiasCache
 from .chat_format import encode_pieces, encode_text
 from .errors import ModelCompatibilityError
 from .packing import head_rows
 from .prompts import LABELS, Question, SentimentPrompt
+
+
+# Reviews per batched forward while calibrating: length-sorted, so little of a batch is padding.
+CALIBRATION_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ class SentimentScorer:
     label comes from the mean over questions.
     """
 
-    def __init__(self, model, tokenizer, prompt: SentimentPrompt, calibrate: bool = True):
+    def __init__(self, model, tokenizer, prompt: SentimentPrompt, calibrate: bool = True,
+                 cache: BiasCache | None = None):
         self.model = model
         self.prompt = prompt
         self.labels = LABELS
@@ -69,15 +75,33 @@ class SentimentScorer:
         self.tokenizer = tokenizer
         # Each question's lean, subtracted from its log-odds (prompt.calibration; pipeline/calibration.py).
         self.bias = torch.zeros(len(prompt.questions))
-        self.calibration_log_odds: torch.Tensor | None = None  # raw, on prompt.calibration_reviews
+        self.calibration_log_odds: torch.Tensor | None = None  # raw, on prompt.calibration_reviews, when computed
+        self.bias_source = "none"  # for the load log: computed here, read from a cache file, or content-free
         if calibrate and prompt.calibration == "content_free":
-            self.bias = self.content_free_bias()
+            self.bias, self.bias_source = self.content_free_bias(), "content-free inputs"
         elif calibrate and prompt.calibration != "none":
             if prompt.calibration not in ESTIMATORS:
                 raise ValueError(f"unknown calibration {prompt.calibration!r}: content_free, none or one of {list(ESTIMATORS)}")
-            self.calibration_log_odds = self.reviews_log_odds([text for text, _ in prompt.calibration_reviews])
-            self.bias = ESTIMATORS[prompt.calibration](
-                self.calibration_log_odds, [label for _, label in prompt.calibration_reviews], LABELS[0])
+            self.bias = self.review_bias(cache)
+
+    def review_bias(self, cache: BiasCache | None) -> torch.Tensor:
+        """The prompt's estimator on its calibration reviews, from the cache when this checkpoint and prompt
+        were calibrated before, else computed (and kept there)."""
+        texts, labels = zip(*self.prompt.calibration_reviews)
+        ids = [encode_text(self.tokenizer, self.quote(text)) for text in texts]
+        key = cache and cache.key(self.prefix_ids, self.suffixes, self.answer_ids, ids, labels, self.prompt.calibration)
+        found = cache and cache.get(key)
+        if found:
+            self.bias_source = f"read from {found[1]}"
+            return torch.tensor(found[0])
+        started = time.perf_counter()
+        self.calibration_log_odds = self.ids_log_odds(ids)
+        bias = ESTIMATORS[self.prompt.calibration](self.calibration_log_odds, labels, LABELS[0])
+        seconds = time.perf_counter() - started
+        kept = cache and cache.put(key, {"bias": bias.tolist(), "estimator": self.prompt.calibration,
+                                         "reviews": len(ids), "seconds": round(seconds, 1)})
+        self.bias_source = f"computed over {len(ids)} reviews in {seconds:.1f} s" + (f", kept in {kept}" if kept else "")
+        return bias
 
     def content_free_bias(self) -> torch.Tensor:
         """Each question's mean log-odds on the prompt's content-free inputs (Zhao et al., 2021)."""
@@ -87,15 +111,16 @@ class SentimentScorer:
                             for text in self.prompt.calibration_texts]).mean(0)
 
     def reviews_log_odds(self, texts: Sequence[str]) -> torch.Tensor:
-        """Raw log-odds (texts, questions), read in two batched forwards: the shorter half, then the longer,
-        so little of either is padding."""
-        ids = [encode_text(self.tokenizer, self.quote(text)) for text in texts]
+        """Raw log-odds (texts, questions) of reviews as they would be quoted."""
+        return self.ids_log_odds([encode_text(self.tokenizer, self.quote(text)) for text in texts])
+
+    def ids_log_odds(self, ids: Sequence[Sequence[int]], rows: int = CALIBRATION_ROWS) -> torch.Tensor:
+        """Raw log-odds (reviews, questions) of quoted reviews' ids, in batched forwards of similar lengths."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = torch.zeros(len(ids), len(self.prompt.questions))
-        half = (len(order) + 1) // 2
-        for part in (order[:half], order[half:]):
-            if part:
-                out[part] = self.batch_log_odds([ids[i] for i in part])
+        for start in range(0, len(order), rows):
+            part = order[start:start + rows]
+            out[part] = self.batch_log_odds([ids[i] for i in part])
         return out
 
     def quote(self, text: str) -> str:

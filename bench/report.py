@@ -22,7 +22,8 @@ SUMMARY_START, SUMMARY_END = "<!-- bench:summary:start -->", "<!-- bench:summary
 DESIGN_START, DESIGN_END = "<!-- bench:design:start -->", "<!-- bench:design:end -->"
 POS, NEG = "正面", "负面"
 # The README's headline rows, by key, in this order: one row per key from the real-weights results.
-HEADLINE = ("sentiment.accuracy.n1000", "sentiment.paired.n1000", "sentiment.ece.n1000", "sentiment.uncertain.n1000",
+HEADLINE = ("sentiment.accuracy.n1000", "sentiment.paired.n1000", "sentiment.clear.agree", "sentiment.clear.clear2",
+            "sentiment.ece.n1000", "sentiment.uncertain.n1000",
             "sentiment.latency.n200", "injection.all", "injection.seen", "injection.unseen", "startup.peak_serving",
             "concurrency.emotion.8")
 
@@ -59,6 +60,7 @@ def sentiment_rows(r: rec.Sentiment) -> list[Row]:
                        _f(ours.latency_ms.median / prev.latency_ms.median, "ours/previous {:.2f}×"), r.name))
     if r.accuracy_meaningless or not (ours and seed and ours.metrics and seed.metrics):
         return out
+    out += clear_rows(r)
     mo, ms = ours.metrics, seed.metrics
     out.append(Row(f"sentiment.accuracy.n{n}", f"Accuracy, raw labels ({n})", _pct(mo.accuracy), _pct(ms.accuracy),
                    "100%", f"seed unparsed: {ms.unparsed}", r.name))
@@ -83,6 +85,27 @@ def sentiment_rows(r: rec.Sentiment) -> list[Row]:
         out.append(Row(f"sentiment.agreed.n{n}", f"Accuracy on hand-read items whose label I agree with "
                        f"({rv['agree_n']} of {rv['items_read']} read)", _pct(rv["agree"]["ours"]["accuracy"]),
                        _pct(rv["agree"]["seed"]["accuracy"]), "100%", "", r.name))
+    return out
+
+
+def _directions(items: list[dict], method: str) -> tuple[str, float]:
+    """"accuracy; errors each way; confident errors" for one method on items, and the larger direction's share."""
+    wrong = [x for x in items if x[method]["label"] != x["gold"]]
+    each_way = [sum(x["gold"] == g for x in wrong) for g in (POS, NEG)]
+    confident = sum(not x[method].get("uncertain") for x in wrong)  # the seed flags nothing: all confident
+    lean = max(each_way) / len(wrong) if wrong else 0.0
+    return (f"{_pct(1 - len(wrong) / len(items))}; {each_way[0]} / {each_way[1]} ({lean:.0%} one way); "
+            f"{_pct(confident / len(items))} confident"), lean
+
+
+def clear_rows(r: rec.Sentiment) -> list[Row]:
+    """Per clear set of a `bench.sentiment --clear` run: accuracy, errors each way, confident errors; ours vs the seed."""
+    out = []
+    for name in dict.fromkeys(x["set"] for x in r.items if x.get("set")):
+        items = [x for x in r.items if x.get("set") == name and "ours" in x and "seed" in x]
+        (ours, _), (seed, _) = _directions(items, "ours"), _directions(items, "seed")
+        out.append(Row(f"sentiment.clear.{name}", f"Clear reviews, {name} ({len(items)} read by hand): accuracy; errors "
+                       f"{POS}→{NEG} / {NEG}→{POS}; confident errors", ours, seed, "100%", "", r.name))
     return out
 
 

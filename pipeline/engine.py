@@ -163,7 +163,7 @@ class Engine(GenerationCounts):
         return prepare(self, text, history, mode, what, tags, system)
 
     def review_ids(self, text: str) -> list[int]:
-        """Token ids of text as the sentiment role reads it: fenced, with what talks to the labeller dropped."""
+        """Token ids of text as the sentiment role reads it: what talks to the labeller dropped."""
         return chat_format.encode_text(self.tokenizer, self.sentiment.quote(text))
 
     def message_ids(self, text: str) -> list[int]:

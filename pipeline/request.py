@@ -23,7 +23,7 @@ class Tokenizing(Protocol):
     max_input_tokens: int
 
     def review_ids(self, text: str) -> list[int]:
-        """Token ids of the text as the sentiment role reads it (fenced, quoted)."""
+        """Token ids of the text as the sentiment role reads it (quoted: see SentimentPrompt.quote)."""
 
     def message_ids(self, text: str) -> list[int]:
         """Token ids of the text as one chat message's content."""

@@ -1,4 +1,4 @@
-"""Sentiment by answer scoring: the review, fenced, read once on a cached prefix; short questions after it."""
+"""Sentiment by answer scoring: the quoted review read once on a cached prefix; short questions after it."""
 
 from __future__ import annotations
 

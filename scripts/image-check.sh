@@ -238,7 +238,8 @@ def in_image(argv, **kw):
 cmd = (config.get("Entrypoint") or []) + config["Cmd"]
 print(f"CMD {cmd} as {user} in {config.get('WorkingDir')}")
 t0 = time.monotonic()
-proc = subprocess.Popen(in_image(cmd), env=env)
+applog = open(f"/tmp/image-check-app-{os.getpid()}.log", "w+")  # the app's log, shown after; read for the calibration
+proc = subprocess.Popen(in_image(cmd), env=env, stdout=applog, stderr=subprocess.STDOUT)
 def get(path, data=None, timeout=10):
     req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -264,6 +265,11 @@ try:
     hc = subprocess.run(in_image(check[1:]), env=env, capture_output=True, text=True, timeout=30)
     print(f"image HEALTHCHECK ({check[0]} {check[1]} ...) exit code: {hc.returncode} {hc.stderr.strip()[-300:]}")
     failures = [] if hc.returncode == 0 else ["HEALTHCHECK"]
+    # The sentiment calibration was measured at build (the calibration stage): a start reads it, never recomputes.
+    calibration = [l.strip() for l in open(applog.name, errors="replace") if "calibration bias" in l]
+    print("sentiment calibration at start:", calibration[-1] if calibration else "no log line")
+    if not calibration or f"read from {env['MODEL_DIR']}/" not in calibration[-1]:
+        failures.append("calibration not read from the image")
     for text, mode in (("这家店的菜很好吃，服务也很周到，下次还来！", "both"), ("质量太差了，用了两天就坏了。", "emotion"),
                        ("你好，请用一句话介绍你自己。", "chat")):
         t = time.monotonic()
@@ -283,6 +289,8 @@ finally:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
+    applog.seek(0)
+    print("app log (last 40 lines):", *applog.read().splitlines()[-40:], sep="\n  ")
 if failures:
     sys.exit(f"FAIL: {', '.join(failures)}")
 print(f"PASS: healthy {healthy_s:.1f} s after start with no network; /healthz and /api/infer answered")

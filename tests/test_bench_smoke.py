@@ -357,3 +357,28 @@ def test_packing_bench_times_both_layouts_in_turn_and_reports_them(tmp_path):
     assert r["prefill_tokens"] > 0
     text = report.table(records.load(tmp_path))
     assert "whole engine: a chat decode step (1 row)" in text and "; app chose " in text
+
+
+def test_clear_set_candidates_rows_and_build_cost(tiny_engine):
+    methods = ["ours", "seed", "seed_scored"]
+    items = [(text[:30], label) for text, label in data.heldout(4)]
+    rows = sentiment.run_items(tiny_engine, items, methods, sentiment.Deadline(300), progress=False)
+    for r, name in zip(rows, ("agree", "agree", "clear2", "clear2")):
+        r["set"] = name
+    out = sentiment.candidates(rows, methods, tiny_engine)
+    assert set(out["biases"]) == {"ours", "seed_scored"}  # the seed generates: nothing to calibrate
+    adopted = tiny_engine.sentiment.prompt.calibration
+    assert out["biases"]["ours"][adopted] == pytest.approx(float(tiny_engine.sentiment.bias.mean()), abs=1e-4)
+    for name in ("agree", "clear2"):  # the adopted candidate is what the engine answered
+        ran = [r for r in rows if r["set"] == name]
+        right = sum(r["ours"]["label"] == r["gold"] for r in ran) / len(ran)
+        assert out["table"][f"ours+{adopted}"][name]["accuracy"] == pytest.approx(right)
+        assert out["table"]["seed"][name]["n"] == len(ran)
+    record = records.read(records.Sentiment, {"items": rows})
+    cells = {row.key: row for row in report.clear_rows(record)}
+    assert set(cells) == {"sentiment.clear.agree", "sentiment.clear.clear2"}
+    first = [r for r in rows if r["set"] == "agree"]
+    wrong = sum(r["ours"]["label"] != r["gold"] for r in first)
+    assert cells["sentiment.clear.agree"].ours.startswith(f"{1 - wrong / len(first):.1%};")
+    cost = sentiment.calibration_cost(tiny_engine, repeats=1)
+    assert set(cost) == {"none", "content_free", adopted, f"{adopted}, computed"} and all(len(v) == 1 for v in cost.values())

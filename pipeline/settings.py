@@ -74,7 +74,8 @@ class Settings(EnvSettings):
         "Packing costs about 0.6 s at start-up here; with tied embeddings the packed output head is a second "
         "copy of the embedding.")
     sentiment_system_prompt: str = setting(
-        prompts.SENTIMENT_SYSTEM_PROMPT, "SENTIMENT_SYSTEM_PROMPT", "System prompt of the sentiment role.",
+        prompts.SENTIMENT_SYSTEM_PROMPT, "SENTIMENT_SYSTEM_PROMPT", "System prompt of the sentiment role. A changed one is calibrated once, at its first start "
+        "(about 80 s on two cores; pipeline/calibration.py).",
         shown=_SEE_PROMPTS)
     sentiment_uncertain_below: float | None = setting(
         None, "SENTIMENT_UNCERTAIN_BELOW",

@@ -334,16 +334,20 @@ def test_dev_verdicts_match_the_dev_split():
     assert len(verdicts) == 120 and set(verdicts.values()) == {"agree", "mixed", "contradicts"}
 
 
-def test_the_adopted_layout_is_the_one_measured_as_tagged_drop():
+def test_the_adopted_layout_is_the_one_measured_as_seed_drop_dev_mean():
     import dataclasses
 
     from bench import prompt_robust
+    from bench.methods import FENCED_PROMPT, LAYOUTS
     from pipeline.prompts import SENTIMENT_PROMPT
 
-    measured = prompt_robust.VARIANTS["tagged_drop"]
-    # The layout was measured there; its threshold and calibration were chosen after (bench/README.md).
-    adopted = dict(uncertain_below=SENTIMENT_PROMPT.uncertain_below, calibration=SENTIMENT_PROMPT.calibration)
-    assert dataclasses.replace(measured, **adopted) == SENTIMENT_PROMPT
+    measured = prompt_robust.VARIANTS["seed_drop_dev_mean"]
+    # The layout and calibration were measured there; the threshold was fit after (bench/README.md).
+    assert dataclasses.replace(measured, uncertain_below=SENTIMENT_PROMPT.uncertain_below) == SENTIMENT_PROMPT
+    assert LAYOUTS["seed_scored_drop"] == SENTIMENT_PROMPT  # what bench.injection compared the fence with
+    # The fenced layout the benchmarks compare with is the one measured as tagged_drop, calibrated as ours.
+    assert dataclasses.replace(prompt_robust.VARIANTS["tagged_drop_dev_mean"],
+                               uncertain_below=SENTIMENT_PROMPT.uncertain_below) == FENCED_PROMPT
 
 
 def test_packing_bench_times_both_layouts_in_turn_and_reports_them(tmp_path):

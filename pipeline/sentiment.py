@@ -89,14 +89,17 @@ class SentimentScorer:
         were calibrated before, else computed (and kept there)."""
         texts, labels = zip(*self.prompt.calibration_reviews)
         ids = [encode_text(self.tokenizer, self.quote(text)) for text in texts]
-        key = cache and cache.key(self.prefix_ids, self.suffixes, self.answer_ids, ids, labels, self.prompt.calibration)
+        estimator = ESTIMATORS[self.prompt.calibration]
+        # The estimator's own code too: an edited estimator must not read a bias the old one left.
+        key = cache and cache.key(self.prefix_ids, self.suffixes, self.answer_ids, ids, labels, self.prompt.calibration,
+                                  estimator.__code__.co_code.hex())
         found = cache and cache.get(key)
         if found:
             self.bias_source = f"read from {found[1]}"
             return torch.tensor(found[0])
         started = time.perf_counter()
         self.calibration_log_odds = self.ids_log_odds(ids)
-        bias = ESTIMATORS[self.prompt.calibration](self.calibration_log_odds, labels, LABELS[0])
+        bias = estimator(self.calibration_log_odds, labels, LABELS[0])
         seconds = time.perf_counter() - started
         kept = cache and cache.put(key, {"bias": bias.tolist(), "estimator": self.prompt.calibration,
                                          "reviews": len(ids), "seconds": round(seconds, 1)})

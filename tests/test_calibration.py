@@ -53,8 +53,8 @@ def test_a_bias_is_computed_once_then_read_from_the_model_folder(tiny_engine, tm
     assert torch.equal(second.bias, first.bias)
 
 
-@pytest.mark.parametrize("change", ["system prompt", "estimator", "reviews", "checkpoint"])
-def test_anything_the_bias_depends_on_calibrates_again(tiny_engine, tmp_path, change):
+@pytest.mark.parametrize("change", ["system prompt", "estimator", "estimator's code", "reviews", "checkpoint"])
+def test_anything_the_bias_depends_on_calibrates_again(tiny_engine, tmp_path, monkeypatch, change):
     cache = BiasCache(tmp_path, model_fingerprint(tiny_engine.model))
     SentimentScorer(tiny_engine.model, tiny_engine.tokenizer, few_reviews(tiny_engine), cache=cache)
     prompt = few_reviews(tiny_engine)
@@ -62,6 +62,10 @@ def test_anything_the_bias_depends_on_calibrates_again(tiny_engine, tmp_path, ch
         prompt = dataclasses.replace(prompt, system="你只输出正面或负面。")
     elif change == "estimator":
         prompt = dataclasses.replace(prompt, calibration="dev_midpoint")
+    elif change == "estimator's code":
+        from pipeline import calibration
+
+        monkeypatch.setitem(calibration.ESTIMATORS, "dev_mean", lambda log_odds, labels, first: log_odds.median(0).values)
     elif change == "reviews":
         prompt = dataclasses.replace(prompt, calibration_reviews=CALIBRATION_REVIEWS[2:14])
     else:

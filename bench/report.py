@@ -88,14 +88,14 @@ def sentiment_rows(r: rec.Sentiment) -> list[Row]:
     return out
 
 
-def _directions(items: list[dict], method: str) -> tuple[str, float]:
-    """"accuracy; errors each way; confident errors" for one method on items, and the larger direction's share."""
+def _directions(items: list[dict], method: str) -> str:
+    """"accuracy; errors each way (the larger direction's share); confident errors" for one method on items."""
     wrong = [x for x in items if x[method]["label"] != x["gold"]]
     each_way = [sum(x["gold"] == g for x in wrong) for g in (POS, NEG)]
     confident = sum(not x[method].get("uncertain") for x in wrong)  # the seed flags nothing: all confident
     lean = max(each_way) / len(wrong) if wrong else 0.0
     return (f"{_pct(1 - len(wrong) / len(items))}; {each_way[0]} / {each_way[1]} ({lean:.0%} one way); "
-            f"{_pct(confident / len(items))} confident"), lean
+            f"{_pct(confident / len(items))} confident")
 
 
 def clear_rows(r: rec.Sentiment) -> list[Row]:
@@ -103,9 +103,9 @@ def clear_rows(r: rec.Sentiment) -> list[Row]:
     out = []
     for name in dict.fromkeys(x["set"] for x in r.items if x.get("set")):
         items = [x for x in r.items if x.get("set") == name and "ours" in x and "seed" in x]
-        (ours, _), (seed, _) = _directions(items, "ours"), _directions(items, "seed")
         out.append(Row(f"sentiment.clear.{name}", f"Clear reviews, {name} ({len(items)} read by hand): accuracy; errors "
-                       f"{POS}→{NEG} / {NEG}→{POS}; confident errors", ours, seed, "100%", "", r.name))
+                       f"{POS}→{NEG} / {NEG}→{POS}; confident errors", _directions(items, "ours"),
+                       _directions(items, "seed"), "100%", "", r.name))
     return out
 
 

@@ -90,12 +90,12 @@ def calibration_cost(engine, repeats: int = 2) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {}
     adopted = engine.sentiment.prompt.calibration
-    for cal, cache in (("none", None), ("content_free", None), (adopted, engine.bias_cache)) * repeats + \
-            ((f"{adopted}, computed", None),):
+    builds = (("none", "none", None), ("content_free", "content_free", None), (adopted, adopted, engine.bias_cache))
+    for name, calibration, cache in builds * repeats + ((f"{adopted}, computed", adopted, None),):
         started = time.perf_counter()
         SentimentScorer(engine.model, engine.tokenizer,
-                        dataclasses.replace(engine.sentiment.prompt, calibration=cal.split(",")[0]), cache=cache)
-        out.setdefault(cal, []).append(time.perf_counter() - started)
+                        dataclasses.replace(engine.sentiment.prompt, calibration=calibration), cache=cache)
+        out.setdefault(name, []).append(time.perf_counter() - started)
     return out
 
 
